@@ -1,0 +1,208 @@
+"""Configuration: an INI file (section ``[downloader]``) plus ``DOWNLOADER_<KEY>`` overrides.
+
+The file is the one named by ``DOWNLOADER_CONFIG`` (default ``/etc/downloader/downloader.conf``).
+A missing default file is fine (built-in defaults apply); a missing file named explicitly by
+``DOWNLOADER_CONFIG`` is an error. Every bad value raises :class:`ConfigError` naming the key and
+where the value came from.
+"""
+
+from __future__ import annotations
+
+import configparser
+import functools
+import ipaddress
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from downloaderApp.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ENV_CONFIG",
+    "SECTION",
+    "IPNetwork",
+    "Settings",
+    "get_settings",
+    "load_settings",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = "/etc/downloader/downloader.conf"
+ENV_CONFIG = "DOWNLOADER_CONFIG"
+ENV_PREFIX = "DOWNLOADER_"
+SECTION = "downloader"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration. Field names are the keys of the ``[downloader]`` section."""
+
+    broker_url: str = "pyamqp://guest@localhost//"
+    result_backend: str = "rpc://"
+    download_dir: Path = Path("/var/lib/downloader/files")
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    max_bytes: int = 104857600
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_redirects: int = 5
+    max_retries: int = 3
+    list_timeout: float = 0.5
+    # Extra keys (not in the tutorial's contract; the defaults are what the contract implies).
+    retry_backoff: float = 2.0
+    queue: str = "celery"
+    # Where the values came from: the file read, or None when only defaults/env were used.
+    config_file: str | None = field(default=None, compare=False)
+
+
+def _parse_broker_url(raw: str) -> str:
+    parts = [part.strip() for part in raw.split(";")]
+    if not raw.strip() or any(not part for part in parts):
+        raise ValueError("expected one URL or several URLs separated by ';'")
+    for part in parts:
+        if "://" not in part:
+            raise ValueError(f"{part!r} is not a URL (no scheme://)")
+    return ";".join(parts)
+
+
+def _parse_backend(raw: str) -> str:
+    value = raw.strip()
+    if "://" not in value:
+        raise ValueError("expected a URL such as rpc://")
+    return value
+
+
+def _parse_dir(raw: str) -> Path:
+    value = raw.strip()
+    if not value:
+        raise ValueError("expected a directory path")
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError("expected an absolute path")
+    return path
+
+
+def _parse_networks(raw: str) -> tuple[IPNetwork, ...]:
+    networks: list[IPNetwork] = []
+    for item in raw.split(","):
+        text = item.strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a network in CIDR notation ({exc})") from None
+    return tuple(networks)
+
+
+def _int_parser(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("expected an integer") from None
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        return value
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive, finite number of seconds")
+    return value
+
+
+def _parse_queue(raw: str) -> str:
+    value = raw.strip()
+    if not value or any(ch.isspace() for ch in value) or len(value) > 200:
+        raise ValueError("expected a queue name without whitespace")
+    return value
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "broker_url": _parse_broker_url,
+    "result_backend": _parse_backend,
+    "download_dir": _parse_dir,
+    "allowed_networks": _parse_networks,
+    "max_bytes": _int_parser(1),
+    "connect_timeout": _seconds,
+    "read_timeout": _seconds,
+    "max_redirects": _int_parser(0),
+    "max_retries": _int_parser(0),
+    "list_timeout": _seconds,
+    "retry_backoff": _seconds,
+    "queue": _parse_queue,
+}
+KEYS: tuple[str, ...] = tuple(_PARSERS)
+assert set(KEYS) == {f.name for f in fields(Settings)} - {"config_file"}
+
+
+def env_var(key: str) -> str:
+    """The environment variable that overrides ``key``."""
+    return ENV_PREFIX + key.upper()
+
+
+def _read_file(path: str) -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)  # '%' is common in broker passwords
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} is not a valid INI file: {exc}") from None
+    if not parser.has_section(SECTION):
+        raise ConfigError(f"configuration file {path} has no [{SECTION}] section")
+    values = {key: parser.get(SECTION, key) for key in parser.options(SECTION)}
+    for key in sorted(set(values) - set(KEYS)):
+        log.warning("configuration file %s: unknown key %r in [%s] ignored", path, key, SECTION)
+        del values[key]
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration file and the environment into a :class:`Settings`."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(ENV_CONFIG, "")
+    path = explicit or DEFAULT_CONFIG_PATH
+    file_values: dict[str, str] = {}
+    config_file: str | None = None
+    if os.path.exists(path):
+        file_values = _read_file(path)
+        config_file = path
+    elif explicit:
+        raise ConfigError(f"configuration file {explicit} named by {ENV_CONFIG} does not exist")
+
+    values: dict[str, Any] = {}
+    for key, parse in _PARSERS.items():
+        name = env_var(key)
+        if name in env:
+            raw, origin = env[name], f"environment variable {name}"
+        elif key in file_values:
+            raw, origin = file_values[key], f"[{SECTION}] of {path}"
+        else:
+            continue
+        try:
+            values[key] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"bad value for {key} = {raw!r} in {origin}: {exc}") from None
+    return Settings(config_file=config_file, **values)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once (``get_settings.cache_clear()`` reloads)."""
+    return load_settings()

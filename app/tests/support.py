@@ -1,0 +1,176 @@
+"""A real HTTP(S) server on loopback for the tests, with misbehaving endpoints.
+
+Endpoints (GET):
+  /fixed                 FIXED_BODY, with Content-Length
+  /text                  b"hello\\n", text/plain
+  /size/N                N bytes with Content-Length
+  /size-unsized/N        N bytes, no Content-Length (body ends when the connection closes)
+  /slow/S                sleeps S seconds before answering
+  /redirect/N            N redirects, then /fixed
+  /redirect-to?url=U     one redirect to U
+  /status/CODE           always answers CODE
+  /flaky/KEY             500 on the first request per KEY, then FIXED_BODY
+  /truncated             announces 10000 bytes, sends 5000, closes the connection
+  /echo-host             the Host header it received, as the body
+Every request is counted per path (with query) in ``hits``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+FIXED_BODY = bytes(range(256)) * 40  # 10240 bytes
+TRUNCATED_LENGTH = 10000
+TRUNCATED_SENT = 5000
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.ssl_context = ssl_context
+        self.hits: Counter[str] = Counter()
+        self.host_headers: list[str] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.ssl_context is not None:
+            sock.settimeout(5)
+            sock = self.ssl_context.wrap_socket(sock, server_side=True)
+        return sock, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hang up on purpose (too large, timeouts): no tracebacks
+
+    def start(self) -> LoopbackServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(timeout=5)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LoopbackServer
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/octet-stream",
+        headers: dict[str, str] | None = None,
+        length: int | None = -1,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if length == -1:
+            length = len(body)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+
+    def _stream(self, size: int, with_length: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if with_length:
+            self.send_header("Content-Length", str(size))
+        self.end_headers()
+        block = b"x" * 65536
+        sent = 0
+        try:
+            while sent < size:
+                piece = block[: min(len(block), size - sent)]
+                self.wfile.write(piece)
+                sent += len(piece)
+        except OSError:
+            pass
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.hits[self.path] += 1
+            self.server.host_headers.append(self.headers.get("Host", ""))
+        parts = urlsplit(self.path)
+        segments = [s for s in parts.path.split("/") if s]
+        head = segments[0] if segments else ""
+        arg = segments[1] if len(segments) > 1 else ""
+        if head == "fixed":
+            self._send(200, FIXED_BODY)
+        elif head == "text":
+            self._send(200, b"hello\n", "text/plain; charset=utf-8")
+        elif head == "size":
+            self._stream(int(arg), with_length=True)
+        elif head == "size-unsized":
+            self._stream(int(arg), with_length=False)
+        elif head == "slow":
+            time.sleep(float(arg))
+            self._send(200, b"finally\n", "text/plain")
+        elif head == "redirect":
+            remaining = int(arg)
+            location = f"/redirect/{remaining - 1}" if remaining > 1 else "/fixed"
+            self._send(302, b"", headers={"Location": location})
+        elif head == "redirect-to":
+            location = parse_qs(parts.query)["url"][0]
+            self._send(302, b"", headers={"Location": location})
+        elif head == "status":
+            self._send(int(arg), f"status {arg}\n".encode(), "text/plain")
+        elif head == "flaky":
+            with self.server.lock:
+                first = self.server.hits[self.path] == 1
+            if first:
+                self._send(500, b"try again\n", "text/plain")
+            else:
+                self._send(200, FIXED_BODY)
+        elif head == "truncated":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(TRUNCATED_LENGTH))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"t" * TRUNCATED_SENT)
+                self.wfile.flush()
+            self.close_connection = True
+        elif head == "echo-host":
+            self._send(200, self.headers.get("Host", "").encode(), "text/plain")
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+
+def closed_port() -> int:
+    """A loopback TCP port nobody listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
