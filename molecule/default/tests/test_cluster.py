@@ -53,10 +53,27 @@ def expected_nodes() -> set[str]:
     return {f"{node}@{worker}" for worker in WORKERS for node in nodes_of(worker)}
 
 
-def address(name: str) -> str:
-    return host(name).ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"][
-        "ansible_default_ipv4"
-    ]["address"]
+def tutorial_download(on: str, name: str) -> dict[str, object]:
+    """The tutorial's client code, as written, on a cluster host: download.delay(url, name)."""
+    code = (
+        "import json\n"
+        "from downloaderApp import download, list\n"
+        f"r = download.delay({SAMPLE_URL!r}, {name!r})\n"
+        "print(json.dumps(r.get(timeout=60)))\n"
+    )
+    record: dict[str, object] = json.loads(python(on, code).strip().splitlines()[-1])
+    return record
+
+
+def tutorial_list(on: str) -> set[tuple[str, str]]:
+    """The tutorial's list.delay().get(timeout=1) on a cluster host, as (name, host) pairs."""
+    code = (
+        "import json\n"
+        "from downloaderApp import download, list\n"
+        "print(json.dumps(list.delay().get(timeout=1)))\n"
+    )
+    listing = json.loads(python(on, code).strip().splitlines()[-1])
+    return {(e["name"], e["host"]) for e in listing}
 
 
 def flower_credentials() -> str:
@@ -150,15 +167,8 @@ def sample_sha256() -> str:
 
 @pytest.fixture(scope="module")
 def downloaded(sample_sha256: str) -> dict[str, object]:
-    """The tutorial's client code, run as written on a cluster host: download.delay(url, name)."""
     name = f"sample-{uuid.uuid4().hex[:8]}.bin"
-    code = (
-        "import json\n"
-        "from downloaderApp import download, list\n"
-        f"r = download.delay({SAMPLE_URL!r}, {name!r})\n"
-        "print(json.dumps(r.get(timeout=60)))\n"
-    )
-    record: dict[str, object] = json.loads(python(FLOWERS[0], code).strip().splitlines()[-1])
+    record = tutorial_download(FLOWERS[0], name)
     record["requested_name"] = name
     return record
 
@@ -175,14 +185,33 @@ def test_download_writes_the_same_bytes_on_a_worker(
 
 
 def test_list_returns_the_download(downloaded: dict[str, object]) -> None:
-    code = (
-        "import json\n"
-        "from downloaderApp import download, list\n"
-        "print(json.dumps(list.delay().get(timeout=1)))\n"
-    )
-    listing = json.loads(python(WORKERS[0], code).strip().splitlines()[-1])
-    entries = {(e["name"], e["host"]) for e in listing}
-    assert (downloaded["requested_name"], downloaded["host"]) in entries, listing
+    entries = tutorial_list(WORKERS[0])
+    assert (downloaded["requested_name"], downloaded["host"]) in entries, entries
+
+
+def set_worker_nodes(worker: str, state: str) -> None:
+    for node in nodes_of(worker):
+        result = host(worker).run(f"systemctl {state} celery-worker@{node}")
+        assert result.rc == 0, result.stderr
+
+
+def test_list_spans_both_worker_hosts() -> None:
+    """One download lands on each worker host (the other host's nodes are stopped while it is
+    sent); list() then reports both, each with the host that holds it, whichever node runs it."""
+    first, second = WORKERS[0], WORKERS[1]
+    names = {}
+    for holder, idle in ((first, second), (second, first)):
+        set_worker_nodes(idle, "stop")
+        try:
+            name = f"span-{holder}-{uuid.uuid4().hex[:6]}.bin"
+            assert tutorial_download(FLOWERS[0], name)["host"] == holder
+            names[holder] = name
+        finally:
+            set_worker_nodes(idle, "start")
+    test_celery_status_lists_every_node_of_every_worker_host()
+    entries = tutorial_list(FLOWERS[0])
+    for holder, name in names.items():
+        assert (name, holder) in entries, entries
 
 
 def test_flower_api_with_credentials_runs_the_task(sample_sha256: str) -> None:
