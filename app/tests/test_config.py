@@ -183,6 +183,7 @@ def test_fixed_celery_settings() -> None:
         "broker_transport_options": {"confirm_publish": True},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        "task_publish_retry": True,
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
         "worker_send_task_events": True,

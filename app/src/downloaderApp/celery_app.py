@@ -31,6 +31,15 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_default_exchange_type": "topic",
         # The broker confirms every publish: a send that returns was stored by RabbitMQ.
         "broker_transport_options": {"confirm_publish": True},
+        # A publish that meets a lost connection (a broker stopped or failing) is retried on
+        # a new connection, which goes to the next broker URL: about 15 s before giving up.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 10,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 2,
+        },
         # Ack after the task ran, not when received: a crashed worker's task is redelivered.
         "task_acks_late": True,
         # ...also when the worker process dies (OOM kill, SIGKILL) while running it.
