@@ -1,4 +1,4 @@
-"""Benchmarks of the project against a local lab of its own (see bench/README.md).
+"""Benchmarks of the project against a local lab of its own (README.md, section Benchmarks).
 
 Started by bench/run, which prepares the controller first. Parts:
   converge    fresh converge of 1 broker + N worker hosts + 1 Flower host, and a re-run
@@ -63,13 +63,26 @@ def loadavg() -> list[float]:
 def sh(
     args: list[str], *, env: dict[str, str] | None = None, check: bool = True, logfile: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command; its output goes to logfile (if given) and is returned."""
+    """Run a command and return its output; with a logfile, stdout and stderr are also written
+    there as they come (tail -f it to follow a long run), and stdout returns both."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run(args, env=full_env, text=True, capture_output=True, cwd=ROOT)
-    if logfile:
+    if not logfile:
+        proc = subprocess.run(args, env=full_env, text=True, capture_output=True, cwd=ROOT)
+    else:
         logfile.parent.mkdir(parents=True, exist_ok=True)
+        lines = []
         with logfile.open("a") as handle:
-            handle.write(f"$ {' '.join(args)}\n{proc.stdout}{proc.stderr}\n[rc={proc.returncode}]\n")
+            handle.write(f"$ {' '.join(args)}\n")
+            with subprocess.Popen(
+                args, env=full_env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT
+            ) as child:
+                assert child.stdout is not None
+                for line in child.stdout:
+                    handle.write(line)
+                    handle.flush()
+                    lines.append(line)
+            handle.write(f"[rc={child.returncode}]\n")
+        proc = subprocess.CompletedProcess(args, child.returncode, "".join(lines), "")
     if check and proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(args)}\n{tail}")
@@ -168,7 +181,8 @@ def part_converge(args: argparse.Namespace, results: dict[str, Any]) -> None:
         )
         if "throughput" in args.parts and workers == args.throughput_workers:
             part_throughput(args, results, lab_ready=True)
-        lab_down()
+        if not (args.keep and workers == args.workers[-1]):
+            lab_down()
     results["converge"] = {"measured_at": now(), "runs": runs}
     save(results)
 
@@ -252,7 +266,7 @@ def part_floor(args: argparse.Namespace, results: dict[str, Any]) -> None:
 def remote_json(host: str, *args: str, timeout: float) -> dict[str, Any]:
     cmd = ["timeout", str(int(timeout) + 60), "/opt/downloader/venv/bin/python", f"{REMOTE_DIR}/load.py"]
     proc = sh(["docker", "exec", host, *cmd, *args], logfile=LOGS / "throughput.log")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
 
 
 def part_throughput(args: argparse.Namespace, results: dict[str, Any], lab_ready: bool = False) -> None:
@@ -284,10 +298,9 @@ def part_throughput(args: argparse.Namespace, results: dict[str, Any], lab_ready
     run_id = f"bench{uuid.uuid4().hex[:8]}"
     cores = os.cpu_count() or 1
     nodes_expected = workers  # one node per worker host (celery_worker_nodes default)
-    settings = [
-        ("tutorial", ["-e", "celery_worker_pool=prefork", "-e", f"celery_worker_concurrency={cores}"]),
-        ("defaults", []),
-    ]
+    # JSON, so that the concurrency is an integer (key=value extra vars are strings).
+    tutorial = json.dumps({"celery_worker_pool": "prefork", "celery_worker_concurrency": cores})
+    settings = [("tutorial", ["-e", tutorial]), ("defaults", [])]
     for name, extra in settings:
         log(f"throughput: site.yml with the {name} worker settings {' '.join(extra)}".rstrip())
         switch = site(f"throughput-{workers}-{name}-switch", extra)
@@ -327,7 +340,7 @@ def part_throughput(args: argparse.Namespace, results: dict[str, Any], lab_ready
     results["throughput"] = info
     args.throughput_done = True
     save(results)
-    if not lab_ready:
+    if not lab_ready and not args.keep:
         lab_down()
 
 
@@ -389,6 +402,7 @@ def main() -> int:
     )
     parser.add_argument("--noop", type=int, default=3000, help="no-op tasks")
     parser.add_argument("--phase-timeout", type=float, default=300, help="seconds per load phase at most")
+    parser.add_argument("--keep", action="store_true", help="keep the last lab (not after a failure)")
     parser.add_argument("--note", default="", help="a remark printed with the results (e.g. 'under load')")
     args = parser.parse_args()
     args.parts = args.parts or ["converge", "floor", "throughput"]
@@ -422,8 +436,13 @@ def main() -> int:
                 part_throughput(args, results)
             if "floor" in args.parts:
                 part_floor(args, results)
-        finally:
+        except BaseException:
             log("removing the bench lab")
+            lab_down()
+            raise
+        if args.keep:
+            log(f"the last lab is kept: {' '.join(f'{k}={v}' for k, v in LAB_ENV.items())} scripts/lab down")
+        else:
             lab_down()
         results["loadavg_end"] = loadavg()
         results["finished_at"] = now()
