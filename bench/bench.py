@@ -161,7 +161,8 @@ def lab_up(workers: int) -> float:
 
 
 def part_converge(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    runs = []
+    runs: list[dict[str, Any]] = []
+    results["converge"] = {"measured_at": now(), "runs": runs}
     for workers in args.workers:
         warm = wheelhouse_warm()
         hosts_seconds = lab_up(workers)
@@ -179,12 +180,11 @@ def part_converge(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 "rerun": rerun,
             }
         )
+        save(results)  # each lab size as soon as it is measured
         if "throughput" in args.parts and workers == args.throughput_workers:
             part_throughput(args, results, lab_ready=True)
         if not (args.keep and workers == args.workers[-1]):
             lab_down()
-    results["converge"] = {"measured_at": now(), "runs": runs}
-    save(results)
 
 
 def part_floor(args: argparse.Namespace, results: dict[str, Any]) -> None:

@@ -76,7 +76,7 @@ def markdown(results: dict[str, Any]) -> str:
     out += [f"| {t} | {v} | {_verdict(ok)} |" for t, v, ok in targets(results)]
 
     conv = results.get("converge")
-    if conv:
+    if conv and conv["runs"]:
         out += [
             "",
             "## Converge (site.yml)",
