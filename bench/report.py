@@ -15,6 +15,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _pool_name(implementation: str | None) -> str:
+    """'celery.concurrency.prefork:TaskPool' -> 'prefork'."""
+    return (implementation or "?").split(":")[0].rsplit(".", 1)[-1]
+
+
 def _verdict(ok: bool | None) -> str:
     return "not measured" if ok is None else ("met" if ok else "**not met**")
 
@@ -149,10 +154,7 @@ def markdown(results: dict[str, Any]) -> str:
             pools = entry.get("pools", tp.get("defaults", {}).get("pools", {})).get("nodes", {})
             pool = ", ".join(
                 sorted(
-                    {
-                        f"{(p['implementation'] or '?').split(':')[-1]} x {p['max-concurrency']}"
-                        for p in pools.values()
-                    }
+                    {f"{_pool_name(p['implementation'])} x {p['max-concurrency']}" for p in pools.values()}
                 )
             )
             note = " (timed out)" if run["timed_out"] else ""
