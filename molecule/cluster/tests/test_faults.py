@@ -109,14 +109,12 @@ def submit_stream(prefix: str, count: int, spread: float, url: str) -> dict[str,
 
 
 def files_by_host(prefix: str, workers: list[str]) -> dict[str, dict[str, str]]:
-    """{worker: {name: sha256}} of the downloads named PREFIX-* on each worker host."""
+    """{worker: {name: sha256}} of the downloads whose names start with PREFIX, per worker host."""
     found: dict[str, dict[str, str]] = {}
     for worker in workers:
         out = (
             host(worker)
-            .run(
-                f'cd {DOWNLOAD_DIR} && for f in {prefix}-*.bin; do [ -e "$f" ] && sha256sum "$f"; done; true'
-            )
+            .run(f'cd {DOWNLOAD_DIR} && for f in {prefix}*.bin; do [ -e "$f" ] && sha256sum "$f"; done; true')
             .stdout
         )
         found[worker] = {name: digest for digest, name in (line.split() for line in out.splitlines())}
