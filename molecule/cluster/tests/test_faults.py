@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -106,6 +108,19 @@ def submit_stream(prefix: str, count: int, spread: float, url: str) -> dict[str,
     assert result.rc == 0, f"submitting {count} tasks: rc={result.rc}\n{result.stderr[-3000:]}"
     outcome: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
     return outcome
+
+
+@contextmanager
+def stream_in_background(prefix: str, count: int, spread: float, url: str) -> Iterator[dict[str, object]]:
+    """submit_stream in a thread while the with-block runs; on leaving it, wait for the
+    stream to end. Yields the dict that then holds the stream's outcome."""
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: outcome.update(submit_stream(prefix, count, spread, url)))
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        thread.join(timeout=300)
 
 
 def files_by_host(prefix: str, workers: list[str]) -> dict[str, dict[str, str]]:
@@ -203,17 +218,10 @@ def test_a_stopped_broker_loses_no_task_and_rejoins() -> None:
     first) is stopped 5 s in and started again after the stream."""
     count, prefix, victim = 500, f"bstop-{uuid.uuid4().hex[:6]}", BROKERS[0]
     since = now_on(WORKERS[0])
-    outcome: dict[str, object] = {}
-
-    def stream() -> None:
-        outcome.update(submit_stream(prefix, count, 20, f"{SLOW}/delay/0/x"))
-
-    thread = threading.Thread(target=stream)
-    thread.start()
     try:
-        time.sleep(5)
-        assert host(victim).run("systemctl stop rabbitmq-server").rc == 0
-        thread.join(timeout=300)
+        with stream_in_background(prefix, count, 20, f"{SLOW}/delay/0/x") as outcome:
+            time.sleep(5)
+            assert host(victim).run("systemctl stop rabbitmq-server").rc == 0
     finally:
         host(victim).run("systemctl start rabbitmq-server")
     assert outcome.get("sent") == count and not outcome.get("failed"), outcome
@@ -301,18 +309,9 @@ def test_rolling_restart_during_a_stream_of_tasks_completes_them_all() -> None:
     workers = [*WORKERS, SPARE]
     before = {(w, u): main_pid(w, u) for w in workers for u in worker_units(w)}
     since = now_on(WORKERS[0])
-    outcome: dict[str, object] = {}
-
-    def stream() -> None:
-        outcome.update(submit_stream(prefix, count, 60, f"{SLOW}/delay/200/x"))
-
-    thread = threading.Thread(target=stream)
-    thread.start()
-    try:
+    with stream_in_background(prefix, count, 60, f"{SLOW}/delay/200/x") as outcome:
         time.sleep(3)
         run_playbook("playbooks/rolling-restart.yml", "-i", grown_inventory())
-    finally:
-        thread.join(timeout=300)
     assert outcome.get("sent") == count and not outcome.get("failed"), outcome
     after = {(w, u): main_pid(w, u) for w in workers for u in worker_units(w)}
     assert all(after[k] != before[k] for k in before), f"not every node restarted: {before} {after}"
