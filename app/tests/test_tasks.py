@@ -6,6 +6,7 @@ import hashlib
 import os
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,52 @@ def test_tutorial_call_form(http_server: LoopbackServer, download_dir: Path, uni
     value = result.get(timeout=WAIT)
     assert value["bytes"] == 6
     assert (download_dir / f"tutorial-{unique}.txt").read_bytes() == b"hello\n"
+
+
+def test_refused_reply_queue_moves_and_the_task_is_sent_once(
+    http_server: LoopbackServer, download_dir: Path, unique: str
+) -> None:
+    """A client whose reply queue cannot be declared takes a new reply queue, sends once and
+    gets the result. On a cluster the refusal is NOT_FOUND (the queue's home node is down:
+    molecule/cluster proves that case); here a queue of the same name with other properties
+    makes the declare fail with PRECONDITION_FAILED, the same kind of channel error."""
+    from kombu import Connection
+
+    from downloaderApp import app
+    from testenv import BROKER_URL
+
+    outcome: dict[str, Any] = {}
+
+    def client() -> None:  # a thread of its own: its own reply queue and result backend
+        old = outcome["old"] = app.thread_oid
+        with Connection(BROKER_URL) as other:
+            other.default_channel.queue_declare(old, durable=False, auto_delete=False)
+            try:
+                result = download.delay(http_server.url("/text"), f"moved-{unique}.txt")
+                outcome["value"] = result.get(timeout=WAIT)
+            except Exception as exc:
+                outcome["error"] = exc
+            finally:
+                other.default_channel.queue_delete(old)
+        outcome["new"] = app.thread_oid
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    thread.join(timeout=2 * WAIT)
+    assert "error" not in outcome, repr(outcome.get("error"))
+    assert outcome["value"]["bytes"] == 6
+    assert outcome["new"] != outcome["old"]
+    assert (download_dir / f"moved-{unique}.txt").read_bytes() == b"hello\n"
+
+
+def test_other_channel_errors_are_not_taken_for_a_lost_reply_queue(unique: str) -> None:
+    from amqp.exceptions import NotFound
+
+    from downloaderApp import app
+
+    old = app.thread_oid
+    with pytest.raises(NotFound, match="no exchange"):
+        download.apply_async(
+            args=("http://127.0.0.1/", f"x-{unique}"), exchange=f"missing-{unique}"
+        )
+    assert app.thread_oid == old
