@@ -369,3 +369,35 @@ def test_other_channel_errors_are_not_taken_for_a_lost_reply_queue(unique: str) 
             args=("http://127.0.0.1/", f"x-{unique}"), exchange=f"missing-{unique}"
         )
     assert app.thread_oid == old
+
+
+def test_a_result_the_broker_refuses_does_not_hold_up_the_task(
+    http_server: LoopbackServer, download_dir: Path, unique: str
+) -> None:
+    """With publisher confirms, RabbitMQ refuses (nacks) a result that its reply queue cannot
+    take; on a cluster that happens while the queue's node goes down. The worker drops that
+    result and still runs the task: before, the refused STARTED state stopped the task before
+    its body ran. Here the reply queue is full for good (max-length 0, reject-publish)."""
+    from kombu import Connection
+
+    from testenv import BROKER_URL
+
+    full, name = f"full-{unique}", f"refused-result-{unique}.txt"
+    with Connection(BROKER_URL) as conn:
+        channel = conn.default_channel
+        channel.queue_declare(
+            full,
+            durable=False,
+            auto_delete=False,
+            arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+        )
+        try:
+            download.apply_async((http_server.url("/text"), name), reply_to=full)
+            target, deadline = download_dir / name, time.monotonic() + WAIT
+            while not target.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert target.exists(), f"the task did not run within {WAIT} s"
+            assert target.read_bytes() == b"hello\n"
+            assert channel.queue_declare(full, passive=True).message_count == 0
+        finally:
+            channel.queue_delete(full)

@@ -12,13 +12,15 @@ import logging
 import uuid
 from typing import Any
 
-from amqp.exceptions import ChannelError
+from amqp.exceptions import ChannelError, MessageNacked
 from celery import Celery
+from celery.app.backends import by_url
 from celery.backends.rpc import RPCBackend
+from kombu.exceptions import OperationalError
 
 from downloaderApp.config import Settings, get_settings
 
-__all__ = ["DownloaderCelery", "app", "celery_settings"]
+__all__ = ["DownloaderCelery", "DownloaderRPCBackend", "app", "celery_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,45 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+class DownloaderRPCBackend(RPCBackend):
+    """``rpc://`` whose task states are dropped, not raised, when RabbitMQ refuses them.
+
+    Workers publish a task's states (STARTED, then its result) to the reply queue of the
+    client that sent it, with publisher confirms. RabbitMQ refuses (nacks) such a message
+    when the queue cannot take it: on a cluster, while the node that holds the queue goes
+    down. Celery would then stop the task before its body runs (a refused STARTED) or fail
+    it after (a refused result) and, with the threads pool, leave its message unacknowledged
+    until the worker restarts. The state of that one task is lost to that one client, whose
+    queue is gone anyway; the task itself runs and is acknowledged. Every other error
+    (a broker that cannot be reached at all, after kombu's retries) is raised as before.
+    """
+
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            return super().store_result(
+                task_id, result, state, traceback=traceback, request=request, **kwargs
+            )
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, MessageNacked):
+                raise
+            reply_to, _ = self.destination_for(task_id, request)
+            logger.warning(
+                "the broker refused the %s state of task %s for reply queue %s: not sent",
+                state,
+                task_id,
+                reply_to,
+            )
+            return result
+
+
 class DownloaderCelery(Celery):
     """Celery whose ``rpc://`` reply queue moves to a new name when its broker node is lost.
 
@@ -77,6 +118,13 @@ class DownloaderCelery(Celery):
     comes before the publish. Results that were on their way to the old queue are lost with
     it (rpc:// results are transient); the tasks themselves are not.
     """
+
+    def _get_backend(self) -> Any:
+        """The configured result backend; ``rpc://`` is :class:`DownloaderRPCBackend`."""
+        cls, url = by_url(self.backend_cls or self.conf.result_backend, self.loader)
+        if cls is RPCBackend:
+            cls = DownloaderRPCBackend
+        return cls(app=self, url=url)
 
     def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any:
         try:
