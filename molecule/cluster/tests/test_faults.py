@@ -147,14 +147,31 @@ def wait_for_files(prefix: str, count: int, workers: list[str], limit: float) ->
         time.sleep(5)
 
 
+# What a worker node logs, with a traceback, when the broker it consumes from goes away
+# (Celery's consumer, then reconnecting to the next broker URL): an event of the fault the
+# test causes, not a failed task.
+CONNECTION_LOSS = re.compile(r"consumer: Connection to broker lost")
+
+
 def failures_logged_since(since: str, workers: list[str]) -> list[str]:
-    """Task failures the worker nodes logged since SINCE (journalctl time)."""
-    lines: list[str] = []
+    """Task failures and unexpected tracebacks the worker nodes logged since SINCE (journalctl
+    time), each as "host: message | exception". A task that raised is logged as "Task
+    NAME[ID] raised unexpected: ...". A traceback is reported with the message logged before it
+    and its final exception line, unless that message is a lost broker connection."""
+    found: list[str] = []
     for worker in workers:
         out = host(worker).run(f"journalctl -u 'celery-worker@*' --since '{since}' --no-pager -o cat").stdout
-        failed = [line for line in out.splitlines() if re.search(r"\] raised |Traceback", line)]
-        lines += [f"{worker}: {line}" for line in failed]
-    return lines
+        lines = out.splitlines()
+        for i, line in enumerate(lines):
+            if re.search(r"\] raised ", line):
+                found.append(f"{worker}: {line}")
+            elif line.startswith("Traceback"):
+                message = lines[i - 1] if i else ""
+                if CONNECTION_LOSS.search(message):
+                    continue
+                error = next((t for t in lines[i + 1 :] if t and not t[0].isspace()), "")
+                found.append(f"{worker}: {message} | {error}")
+    return found
 
 
 def now_on(on: str) -> str:
