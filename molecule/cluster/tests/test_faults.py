@@ -147,17 +147,21 @@ def wait_for_files(prefix: str, count: int, workers: list[str], limit: float) ->
         time.sleep(5)
 
 
-# What a worker node logs, with a traceback, when the broker it consumes from goes away
-# (Celery's consumer, then reconnecting to the next broker URL): an event of the fault the
-# test causes, not a failed task.
-CONNECTION_LOSS = re.compile(r"consumer: Connection to broker lost")
+# What a worker node logs, with a traceback, when the broker it consumes from goes away: events
+# of the fault the test causes, not failed tasks. Celery's consumer lost its connection (and
+# reconnects to the next broker URL); kombu could not acknowledge a finished task on the closed
+# connection (RabbitMQ requeues its message and it runs again: at-least-once, checked by bytes).
+CONNECTION_LOSS = re.compile(
+    r"consumer: Connection to broker lost"
+    r"|Couldn't ack \d+, reason:\s*\w*(RecoverableConnectionError|ConnectionForced|ConnectionResetError)"
+)
 
 
 def failures_logged_since(since: str, workers: list[str]) -> list[str]:
     """Task failures and unexpected tracebacks the worker nodes logged since SINCE (journalctl
     time), each as "host: message | exception". A task that raised is logged as "Task
     NAME[ID] raised unexpected: ...". A traceback is reported with the message logged before it
-    and its final exception line, unless that message is a lost broker connection."""
+    and its final exception line, unless that message is one of CONNECTION_LOSS."""
     found: list[str] = []
     for worker in workers:
         out = host(worker).run(f"journalctl -u 'celery-worker@*' --since '{since}' --no-pager -o cat").stdout
