@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -72,7 +73,7 @@ def broker() -> str:
     return BROKER_URL
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)  # warm shutdown: finishes running tasks
@@ -85,25 +86,26 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
-def _delete_queue() -> None:
+def delete_queue(name: str) -> None:
     from kombu import Connection
 
     try:
         with Connection(BROKER_URL, connect_timeout=5) as conn:
             channel = conn.default_channel
-            channel.queue_delete(QUEUE)
-            channel.exchange_delete(QUEUE)
+            channel.queue_delete(name)
+            channel.exchange_delete(name)
     except Exception as exc:  # leave a stray test queue rather than hide the test result
-        print(f"could not delete test queue {QUEUE}: {exc!r}", file=sys.stderr)
+        print(f"could not delete test queue {name}: {exc!r}", file=sys.stderr)
 
 
-@pytest.fixture(scope="session")
-def worker(broker: str) -> Iterator[str]:
-    """A real ``celery -A downloaderApp worker`` subprocess; yields its node name."""
-    log_path = WORK_DIR / "worker.log"
+def start_worker(
+    log_path: Path, node_name: str, concurrency: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``celery -A downloaderApp worker`` (threads pool) and wait until it answers a
+    ping as ``node_name``; fails the test (with the worker's log) when it does not."""
     cmd = [
         sys.executable, "-m", "celery", "-A", "downloaderApp", "worker",
-        "--pool", "threads", "-c", "8", "-n", f"{NODE_PREFIX}%h",
+        "--pool", "threads", "-c", str(concurrency), "-n", node_name,
         "--loglevel", "INFO", "--without-mingle", "--without-gossip",
     ]  # fmt: skip
     with log_path.open("wb") as log:
@@ -113,13 +115,12 @@ def worker(broker: str) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=WORK_DIR,
-            env=dict(os.environ),
+            env=env if env is not None else dict(os.environ),
             start_new_session=True,
         )
+    deadline = time.monotonic() + 60
     try:
-        deadline = time.monotonic() + 60
-        node = ""
-        while not node:
+        while True:
             if proc.poll() is not None:
                 pytest.fail(
                     f"the worker exited with status {proc.returncode}:\n{_tail(log_path)}",
@@ -128,11 +129,23 @@ def worker(broker: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail(f"the worker did not answer pings in 60 s:\n{_tail(log_path)}")
             for reply in app.control.ping(timeout=0.5) or []:
-                node = next((name for name in reply if name.startswith(NODE_PREFIX)), node)
+                if node_name in reply:
+                    return proc
+    except BaseException:
+        stop_worker(proc)
+        raise
+
+
+@pytest.fixture(scope="session")
+def worker(broker: str) -> Iterator[str]:
+    """A real ``celery -A downloaderApp worker`` subprocess; yields its node name."""
+    node = f"{NODE_PREFIX}{socket.gethostname()}"
+    proc = start_worker(WORK_DIR / "worker.log", node, concurrency=8)
+    try:
         yield node
     finally:
-        _stop(proc)
-        _delete_queue()
+        stop_worker(proc)
+        delete_queue(QUEUE)
 
 
 @pytest.fixture(scope="session")

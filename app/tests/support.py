@@ -35,6 +35,8 @@ TRUNCATED_SENT = 5000
 class LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # A worker's 64 threads may connect at once; socketserver's default backlog is 5.
+    request_queue_size = 128
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

@@ -15,12 +15,21 @@ from typing import Any
 from amqp.exceptions import ChannelError, MessageNacked
 from celery import Celery
 from celery.app.backends import by_url
+from celery.app.events import Events
 from celery.backends.rpc import RPCBackend
+from celery.events.dispatcher import EventDispatcher
 from kombu.exceptions import OperationalError
 
 from downloaderApp.config import Settings, get_settings
 
-__all__ = ["DownloaderCelery", "DownloaderRPCBackend", "app", "celery_settings"]
+__all__ = [
+    "DownloaderCelery",
+    "DownloaderEventDispatcher",
+    "DownloaderEvents",
+    "DownloaderRPCBackend",
+    "app",
+    "celery_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +115,40 @@ class DownloaderRPCBackend(RPCBackend):
             return result
 
 
+class DownloaderEventDispatcher(EventDispatcher):
+    """Event dispatcher whose own connection publishes without publisher confirms.
+
+    A worker sends its monitoring events (task-started, task-succeeded, heartbeats...) on a
+    connection of their own, whose socket the worker's main thread also reads (for broker
+    heartbeats). With publisher confirms, a pool thread of the threads pool that flushes the
+    events waits on that socket for the broker's confirm while holding the dispatcher's lock;
+    when the main thread reads the confirm first, the pool thread waits for good, and every
+    other thread, the main one included, then waits for its lock: the worker froze after a
+    few hundred tasks. Events are monitoring data (Flower's view), sent as Celery sends them
+    by default: without confirms. Tasks and their results keep confirms. A dispatcher given a
+    channel (a client's task-sent event, on its task producer's channel) is left as it is.
+    """
+
+    def __init__(self, connection: Any = None, *args: Any, **kwargs: Any) -> None:
+        channel = args[2] if len(args) > 2 else kwargs.get("channel")
+        if connection is not None and channel is None:
+            # For the connections kombu makes from now on (a reconnect)...
+            connection.transport_options = {
+                **(connection.transport_options or {}),
+                "confirm_publish": False,
+            }
+            # ...and for the channels of the one the worker has already opened.
+            if connection.connected:
+                connection.connection.confirm_publish = False
+        super().__init__(connection, *args, **kwargs)
+
+
+class DownloaderEvents(Events):
+    """``app.events`` with :class:`DownloaderEventDispatcher`."""
+
+    dispatcher_cls = "downloaderApp.celery_app:DownloaderEventDispatcher"
+
+
 class DownloaderCelery(Celery):
     """Celery whose ``rpc://`` reply queue moves to a new name when its broker node is lost.
 
@@ -117,7 +160,12 @@ class DownloaderCelery(Celery):
     the node that answers now, and is made once more. The task is sent once: the declare
     comes before the publish. Results that were on their way to the old queue are lost with
     it (rpc:// results are transient); the tasks themselves are not.
+
+    Its events are sent by :class:`DownloaderEventDispatcher` (no publisher confirms on an
+    event connection of its own) and its results by :class:`DownloaderRPCBackend`.
     """
+
+    events_cls = "downloaderApp.celery_app:DownloaderEvents"
 
     def _get_backend(self) -> Any:
         """The configured result backend; ``rpc://`` is :class:`DownloaderRPCBackend`."""
