@@ -6,8 +6,10 @@ Started by bench/run, which prepares the controller first. Parts:
   throughput  downloads/s (tutorial's worker settings vs the project's defaults) and no-op tasks/s
   report      only rewrite latest.md and latest.png from latest.json
 
-Results are merged into bench/results/latest.json (each part replaces its own entry), then
-latest.md and latest.png are written from it. Every container and network created here is
+Results are merged into bench/results/latest.json (each part replaces its own entry) when the
+run finishes, then latest.md and latest.png are written from it. While it runs, every part
+measured is kept in bench/results/in-progress.json: a run that fails leaves latest.* as they
+were and its measured parts there. Every container and network created here is
 removed at the end, also on failure or Ctrl-C.
 """
 
@@ -32,6 +34,7 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 LOGS = RESULTS / "logs"
 LATEST = RESULTS / "latest.json"
+PARTIAL = RESULTS / "in-progress.json"
 
 # The bench's own lab: other names, network and subnet than scripts/lab's defaults and molecule's.
 LAB_ENV = {
@@ -378,9 +381,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save(results: dict[str, Any]) -> None:
+def save(results: dict[str, Any], final: bool = False) -> None:
+    """Each measured part at once to in-progress.json; latest.json only for a finished run."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    LATEST.write_text(json.dumps(results, indent=2) + "\n")
+    (LATEST if final else PARTIAL).write_text(json.dumps(results, indent=2) + "\n")
+    if final:
+        PARTIAL.unlink(missing_ok=True)
 
 
 def main() -> int:
@@ -439,6 +445,8 @@ def main() -> int:
         except BaseException:
             log("removing the bench lab")
             lab_down()
+            if PARTIAL.exists():
+                log(f"not finished: latest.* unchanged; what was measured is in {PARTIAL.relative_to(ROOT)}")
             raise
         if args.keep:
             log(f"the last lab is kept: {' '.join(f'{k}={v}' for k, v in LAB_ENV.items())} scripts/lab down")
@@ -446,7 +454,7 @@ def main() -> int:
             lab_down()
         results["loadavg_end"] = loadavg()
         results["finished_at"] = now()
-        save(results)
+        save(results, final=True)
     md, png = write_report(results, RESULTS)
     log(f"wrote {md.relative_to(ROOT)} and {png.relative_to(ROOT)}")
     return 0
