@@ -1,7 +1,8 @@
 """Benchmarks of the project against a local lab of its own (README.md, section Benchmarks).
 
 Started by bench/run, which prepares the controller first. Parts:
-  converge    fresh converge of 1 broker + N worker hosts + 1 Flower host, and a re-run
+  converge    fresh converge of 1 broker + N worker hosts + 1 Flower host, and a re-run (also
+              one with Mitogen, the strategy mitogen_linear)
   floor       the same package installs by hand on one fresh host
   throughput  downloads/s (tutorial's worker settings vs the project's defaults) and no-op tasks/s
   report      only rewrite latest.md and latest.png from latest.json
@@ -46,6 +47,9 @@ LAB_ENV = {
 PREFIX = LAB_ENV["LAB_PREFIX"]
 NETWORK = LAB_ENV["LAB_NETWORK"]
 INVENTORY = Path(LAB_ENV["LAB_DIR"]) / "inventory" / "hosts.yml"
+# The same lab for the Mitogen re-run: Mitogen takes over the connections it knows by their
+# short names (docker, ssh), not community.docker.docker.
+INVENTORY_MITOGEN = INVENTORY.with_name("mitogen.yml")
 FLOOR_CONTAINER = f"{PREFIX}-floor"
 SLOW_PORT = 8100
 SLOW_DELAY = 0.1
@@ -124,16 +128,28 @@ RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s
 PROFILE = re.compile(r"^(.+?) -{2,} (\d+\.\d+)s$", re.M)
 
 
-def site(label: str, extra: list[str] | None = None) -> dict[str, Any]:
-    """Run site.yml against the bench lab; seconds, changed tasks and the slowest tasks."""
+def site(label: str, extra: list[str] | None = None, mitogen: bool = False) -> dict[str, Any]:
+    """Run site.yml against the bench lab; seconds, changed tasks and the slowest tasks. With
+    mitogen, through the strategy mitogen_linear (plugins/strategy, ansible.cfg)."""
     logfile = LOGS / f"{label}.log"
     logfile.unlink(missing_ok=True)
+    env, inventory = ansible_env(), INVENTORY
+    if mitogen:
+        text = INVENTORY.read_text().replace(
+            "ansible_connection: community.docker.docker", "ansible_connection: docker"
+        )
+        if "ansible_connection: docker" not in text:
+            raise RuntimeError(f"no docker connection to hand to Mitogen in {INVENTORY}")
+        INVENTORY_MITOGEN.write_text(text)
+        env["ANSIBLE_STRATEGY"], inventory = "mitogen_linear", INVENTORY_MITOGEN
     before = loadavg()
     seconds, proc = timed(
-        ["ansible-playbook", "site.yml", "-i", str(INVENTORY), *(extra or [])],
-        env=ansible_env(),
+        ["ansible-playbook", "site.yml", "-i", str(inventory), *(extra or [])],
+        env=env,
         logfile=logfile,
     )
+    if mitogen and "Mitogen cannot be imported" in proc.stdout:
+        raise RuntimeError("the Mitogen re-run ran without Mitogen: is it installed in .venv?")
     recap = {m[0]: {"ok": int(m[1]), "changed": int(m[2])} for m in RECAP.findall(proc.stdout)}
     slowest = [(name.strip(), float(sec)) for name, sec in PROFILE.findall(proc.stdout)][:5]
     return {
@@ -173,7 +189,12 @@ def part_converge(args: argparse.Namespace, results: dict[str, Any]) -> None:
         fresh = site(f"converge-{workers}-fresh")
         log(f"N={workers}: fresh {fresh['seconds']} s; re-run")
         rerun = site(f"converge-{workers}-rerun")
-        log(f"N={workers}: re-run {rerun['seconds']} s, {rerun['changed']} changed")
+        log(f"N={workers}: re-run {rerun['seconds']} s, {rerun['changed']} changed; re-run with Mitogen")
+        rerun_mitogen = site(f"converge-{workers}-rerun-mitogen", mitogen=True)
+        log(
+            f"N={workers}: re-run with Mitogen {rerun_mitogen['seconds']} s,"
+            f" {rerun_mitogen['changed']} changed"
+        )
         runs.append(
             {
                 "workers": workers,
@@ -181,6 +202,7 @@ def part_converge(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 "wheelhouse_warm": warm,
                 "fresh": fresh,
                 "rerun": rerun,
+                "rerun_mitogen": rerun_mitogen,
             }
         )
         save(results)  # each lab size as soon as it is measured

@@ -48,6 +48,9 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     rows.append(
         ("re-run, 4 worker hosts, < 30 s", f"{_fmt(rerun4)} s", None if rerun4 is None else rerun4 < 30)
     )
+    mitogen4 = (runs[4].get("rerun_mitogen") or {}).get("seconds") if 4 in runs else None
+    if mitogen4 is not None:
+        rows.append(("the same, with Mitogen (opt-in)", f"{_fmt(mitogen4)} s", mitogen4 < 30))
     growth = (
         runs[4]["fresh"]["seconds"] / runs[1]["fresh"]["seconds"] - 1 if 1 in runs and 4 in runs else None
     )
@@ -89,16 +92,22 @@ def markdown(results: dict[str, Any]) -> str:
             f"Measured {conv['measured_at']}. One broker, N worker hosts, one Flower host (and the web "
             "host, which site.yml does not touch). *Fresh*: the first `ansible-playbook site.yml` on "
             "new hosts (created and prepared before the clock starts); *re-run*: the same command at "
-            "once again, which should change nothing.",
+            "once again, which should change nothing; *re-run with Mitogen*: once more, with "
+            '`ANSIBLE_STRATEGY=mitogen_linear` (README, "Faster runs with Mitogen").',
             "",
-            "| Worker hosts | Fresh converge (s) | Re-run (s) | Changed on re-run | Load avg after fresh |",
-            "| ---: | ---: | ---: | ---: | --- |",
+            "| Worker hosts | Fresh converge (s) | Re-run (s) | Changed on re-run | Re-run with Mitogen (s) "
+            "| Load avg after fresh |",
+            "| ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for r in conv["runs"]:
             cold = "" if r.get("wheelhouse_warm", True) else " (incl. wheelhouse download)"
+            mitogen = r.get("rerun_mitogen")
+            mitogen_cell = (
+                "-" if not mitogen else f"{_fmt(mitogen['seconds'])} ({mitogen['changed']} changed)"
+            )
             out.append(
                 f"| {r['workers']} | {_fmt(r['fresh']['seconds'])}{cold} | {_fmt(r['rerun']['seconds'])} | "
-                f"{r['rerun']['changed']} | {r['fresh']['loadavg_after']} |"
+                f"{r['rerun']['changed']} | {mitogen_cell} | {r['fresh']['loadavg_after']} |"
             )
         last = conv["runs"][-1]
         out += ["", f"Slowest tasks of the fresh converge with {last['workers']} worker host(s):", ""]
@@ -172,11 +181,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
     if conv:
         labels = [str(r["workers"]) for r in conv]
         xs = range(len(conv))
-        width = 0.38
+        width = 0.27
+        fresh = [r["fresh"]["seconds"] for r in conv]
+        left.bar([x - width for x in xs], fresh, width, label="fresh converge")
+        left.bar(list(xs), [r["rerun"]["seconds"] for r in conv], width, label="re-run")
         left.bar(
-            [x - width / 2 for x in xs], [r["fresh"]["seconds"] for r in conv], width, label="fresh converge"
+            [x + width for x in xs],
+            [(r.get("rerun_mitogen") or {}).get("seconds", 0) for r in conv],
+            width,
+            label="re-run, Mitogen",
         )
-        left.bar([x + width / 2 for x in xs], [r["rerun"]["seconds"] for r in conv], width, label="re-run")
         left.set_xticks(list(xs), labels)
         floor = results.get("floor")
         if floor:
