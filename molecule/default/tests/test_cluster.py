@@ -298,6 +298,27 @@ def test_secrets_are_kept_on_the_controller_with_mode_0600() -> None:
         assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
 
 
+def test_app_hosts_run_the_locked_versions_from_their_own_wheelhouse() -> None:
+    """The wheelhouse arrives as one archive: unpacked, it must hold a wheel for every pin of
+    the lock file that applies to the host (resolved from it alone, offline), and the venv
+    must already have exactly those versions."""
+    pip = [
+        "/opt/downloader/venv/bin/pip", "install", "--dry-run", "--disable-pip-version-check",
+        "--no-index", "--find-links", "/opt/downloader/wheelhouse",
+        "--requirement", "/opt/downloader/requirements.lock",
+    ]  # fmt: skip
+    lock = (PROJECT / "app" / "requirements.lock").read_text(encoding="utf-8")
+    celery = re.search(r"^celery==(\S+)$", lock, re.M)
+    assert celery, "no celery pin in app/requirements.lock"
+    for on in sorted(set(WORKERS + FLOWERS)):
+        everything = host(on).run(" ".join([*pip, "--ignore-installed", "--no-deps"]))
+        assert everything.rc == 0, f"on {on}: the wheelhouse lacks a pin:\n{everything.stderr}"
+        assert f"celery-{celery.group(1)}" in everything.stdout, f"on {on}: {everything.stdout}"
+        in_place = host(on).run(" ".join(pip))
+        assert in_place.rc == 0, f"on {on}:\n{in_place.stderr}"
+        assert "Would install" not in in_place.stdout, f"on {on} the venv differs: {in_place.stdout}"
+
+
 def test_check_mode_on_the_converged_cluster_reports_nothing_to_change() -> None:
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(PROJECT / "roles"), ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(
