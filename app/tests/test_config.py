@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
 from importlib.metadata import version
 from pathlib import Path
 
@@ -205,3 +206,24 @@ def test_task_names_and_version() -> None:
     assert downloaderApp.list.name == "downloaderApp.list"
     assert {"downloaderApp.download", "downloaderApp.list"} <= set(app.tasks)
     assert downloaderApp.__version__ == version("downloader-app") == "1.0.0"
+
+
+def test_broker_ca_file_turns_on_verified_tls(no_default_file: None, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    settings = load_settings({"DOWNLOADER_BROKER_CA_FILE": str(ca)})
+    assert settings.broker_ca_file == ca
+    tls = celery_settings(settings)["broker_use_ssl"]
+    assert tls == {"ca_certs": str(ca), "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
+    assert "broker_use_ssl" not in celery_settings(Settings())
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("relative/ca.pem", "expected an absolute path"), ("/nonexistent/ca.pem", "no readable file")],
+)
+def test_bad_broker_ca_file_is_a_clear_error(
+    no_default_file: None, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"DOWNLOADER_BROKER_CA_FILE: {message}"):
+        load_settings({"DOWNLOADER_BROKER_CA_FILE": value})

@@ -9,6 +9,7 @@ starting, a task being sent) loads it and raises :class:`~downloaderApp.errors.C
 from __future__ import annotations
 
 import logging
+import ssl
 import uuid
 from typing import Any
 
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 def celery_settings(settings: Settings) -> dict[str, Any]:
     """The Celery settings; everything but the broker, backend and queue is fixed in code."""
-    return {
+    fixed: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
         "task_default_queue": settings.queue,
@@ -74,6 +75,16 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
     }
+    if settings.broker_ca_file is not None:
+        # TLS on every broker connection (tasks, results, events, remote control): the
+        # broker's certificate must chain to this CA and name the host of the URL in use
+        # (server_hostname None: kombu takes it from the current URL, so failover works).
+        fixed["broker_use_ssl"] = {
+            "ca_certs": str(settings.broker_ca_file),
+            "cert_reqs": ssl.CERT_REQUIRED,
+            "server_hostname": None,
+        }
+    return fixed
 
 
 class DownloaderRPCBackend(RPCBackend):

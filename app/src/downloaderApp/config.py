@@ -58,6 +58,9 @@ class Settings:
     # Extra keys (not in the tutorial's contract; the defaults are what the contract implies).
     retry_backoff: float = 2.0
     queue: str = "celery"
+    # TLS to the broker: the CA file that the brokers' certificates must chain to. Set, every
+    # broker connection is TLS with the certificate and the broker's host name verified.
+    broker_ca_file: Path | None = None
     # Where the values came from: the file read, or None when only defaults/env were used.
     config_file: str | None = field(default=None, compare=False)
 
@@ -86,6 +89,18 @@ def _parse_dir(raw: str) -> Path:
     path = Path(value)
     if not path.is_absolute():
         raise ValueError("expected an absolute path")
+    return path
+
+
+def _parse_ca_file(raw: str) -> Path | None:
+    value = raw.strip()
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError("expected an absolute path")
+    if not os.access(path, os.R_OK) or not path.is_file():
+        raise ValueError("no readable file at that path")
     return path
 
 
@@ -145,6 +160,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "list_timeout": _seconds,
     "retry_backoff": _seconds,
     "queue": _parse_queue,
+    "broker_ca_file": _parse_ca_file,
 }
 KEYS: tuple[str, ...] = tuple(_PARSERS)
 assert set(KEYS) == {f.name for f in fields(Settings)} - {"config_file"}
