@@ -7,8 +7,10 @@ import logging
 import ssl
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kombu.transport import pyamqp
 
 import downloaderApp
 from downloaderApp import app, config
@@ -227,3 +229,29 @@ def test_bad_broker_ca_file_is_a_clear_error(
 ) -> None:
     with pytest.raises(ConfigError, match=f"DOWNLOADER_BROKER_CA_FILE: {message}"):
         load_settings({"DOWNLOADER_BROKER_CA_FILE": value})
+
+
+def test_every_connection_verifies_the_host_it_dials(
+    no_default_file: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu writes the host of the URL in use into the TLS settings it is given; those are
+    shared by every connection of the app, so a failover to another broker would then check
+    the first broker's name. Each attempt must fill in a copy: the shared settings keep None,
+    and each broker of the list is checked against its own name."""
+    dialled: list[tuple[str, str]] = []
+
+    def refuse(**opts: Any) -> None:  # stands in for amqp.Connection: records, then fails
+        dialled.append((opts["host"], opts["ssl"]["server_hostname"]))
+        raise ConnectionRefusedError(opts["host"])
+
+    monkeypatch.setattr(pyamqp.Transport, "Connection", staticmethod(refuse))
+    tls = {"ca_certs": "/ca.pem", "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
+    urls = "pyamqp://u:p@broker-a:5671//;pyamqp://u:p@broker-b:5671//"
+    conn = app.connection_for_write(url=urls, ssl=tls)
+    for _ in range(3):
+        with pytest.raises(ConnectionRefusedError):
+            conn.transport.establish_connection()
+        conn.maybe_switch_next()
+    assert [server_name for _, server_name in dialled] == ["broker-a", "broker-b", "broker-a"]
+    assert [address.split(":")[0] for address, _ in dialled] == ["broker-a", "broker-b", "broker-a"]
+    assert tls["server_hostname"] is None

@@ -15,19 +15,25 @@ from typing import Any
 
 from amqp.exceptions import ChannelError, MessageNacked
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.app.backends import by_url
 from celery.app.events import Events
 from celery.backends.rpc import RPCBackend
 from celery.events.dispatcher import EventDispatcher
+from kombu import Connection
 from kombu.exceptions import OperationalError
+from kombu.transport import pyamqp
 
 from downloaderApp.config import Settings, get_settings
 
 __all__ = [
+    "DownloaderAMQP",
     "DownloaderCelery",
+    "DownloaderConnection",
     "DownloaderEventDispatcher",
     "DownloaderEvents",
     "DownloaderRPCBackend",
+    "HostVerifyingTransport",
     "app",
     "celery_settings",
 ]
@@ -160,6 +166,43 @@ class DownloaderEvents(Events):
     dispatcher_cls = "downloaderApp.celery_app:DownloaderEventDispatcher"
 
 
+class HostVerifyingTransport(pyamqp.Transport):
+    """py-amqp transport that verifies each broker's certificate against the host it dials.
+
+    With ``broker_use_ssl = {..., "server_hostname": None}`` kombu puts the host of the URL in
+    use into ``server_hostname``, but into the settings dict itself, which every connection of
+    the app shares: from then on every connection, the failover to another broker included,
+    expects the first broker's name, and fails with "Hostname mismatch". Here each attempt
+    gets a copy to fill in, so the shared settings keep ``None``.
+    """
+
+    def establish_connection(self) -> Any:
+        conninfo: Any = self.client
+        shared = conninfo.ssl
+        if not isinstance(shared, dict) or shared.get("server_hostname", "") is not None:
+            return super().establish_connection()
+        conninfo.ssl = dict(shared)
+        try:
+            return super().establish_connection()
+        finally:
+            conninfo.ssl = shared
+
+
+class DownloaderConnection(Connection):
+    """kombu connection that uses :class:`HostVerifyingTransport` for ``pyamqp://``."""
+
+    def get_transport_cls(self) -> Any:
+        cls = super().get_transport_cls()
+        return HostVerifyingTransport if cls is pyamqp.Transport else cls
+
+
+class DownloaderAMQP(AMQP):
+    """``app.amqp`` whose connections are :class:`DownloaderConnection`."""
+
+    Connection = DownloaderConnection
+    BrokerConnection = DownloaderConnection
+
+
 class DownloaderCelery(Celery):
     """Celery whose ``rpc://`` reply queue moves to a new name when its broker node is lost.
 
@@ -173,10 +216,12 @@ class DownloaderCelery(Celery):
     it (rpc:// results are transient); the tasks themselves are not.
 
     Its events are sent by :class:`DownloaderEventDispatcher` (no publisher confirms on an
-    event connection of its own) and its results by :class:`DownloaderRPCBackend`.
+    event connection of its own), its results by :class:`DownloaderRPCBackend`, and its
+    connections verify every broker's host name (:class:`HostVerifyingTransport`).
     """
 
     events_cls = "downloaderApp.celery_app:DownloaderEvents"
+    amqp_cls = "downloaderApp.celery_app:DownloaderAMQP"
 
     def _get_backend(self) -> Any:
         """The configured result backend; ``rpc://`` is :class:`DownloaderRPCBackend`."""
