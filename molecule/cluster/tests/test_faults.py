@@ -26,8 +26,9 @@ import yaml
 sys.path.insert(0, str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule/default/tests"))
 
 from test_cluster import (
+    AMQP_PORT,
     BROKERS,
-    FLOWER_PORT,
+    FLOWER_URL,
     FLOWERS,
     INVENTORY,
     PROJECT,
@@ -301,13 +302,13 @@ def service_pids() -> dict[tuple[str, str], int]:
 
 
 def test_a_worker_host_added_with_limit_serves_and_restarts_nothing_else() -> None:
-    assert connect(SPARE, BROKERS[0], 5672) != "open", "the spare host reached AMQP before joining"
+    assert connect(SPARE, BROKERS[0], AMQP_PORT) != "open", "the spare host reached AMQP before joining"
     before = service_pids()
     run_playbook("site.yml", "-i", grown_inventory(), "--limit", SPARE)
     after = service_pids()
     assert after == before, "services of other hosts restarted (MainPID changed)"
     for broker in BROKERS:
-        assert connect(SPARE, broker, 5672) == "open", f"{broker}'s firewall does not admit {SPARE}"
+        assert connect(SPARE, broker, AMQP_PORT) == "open", f"{broker}'s firewall does not admit {SPARE}"
     new_node = f"worker1@{SPARE}"
     deadline = time.monotonic() + 60
     while True:
@@ -316,9 +317,7 @@ def test_a_worker_host_added_with_limit_serves_and_restarts_nothing_else() -> No
             break
         time.sleep(3)
     assert new_node in out and all(n in out for n in expected_nodes()), out
-    status, body = http(
-        WORKERS[0], "GET", f"http://{FLOWERS[0]}:{FLOWER_PORT}/api/workers?refresh=1", flower_credentials()
-    )
+    status, body = http(WORKERS[0], "GET", f"{FLOWER_URL}/api/workers?refresh=1", flower_credentials())
     assert status == 200 and new_node in json.loads(body), body
     # It serves: with the other worker hosts' nodes stopped, a download lands on it.
     for worker in WORKERS:
@@ -356,7 +355,7 @@ def test_a_drained_worker_host_leaves_the_cluster() -> None:
     assert not host(SPARE).service("celery-worker@worker1").is_running
     assert not host(SPARE).service("celery-worker@worker1").is_enabled
     for broker in BROKERS:
-        assert connect(SPARE, broker, 5672) != "open", f"{broker} still admits the removed host"
+        assert connect(SPARE, broker, AMQP_PORT) != "open", f"{broker} still admits the removed host"
 
 
 def test_a_fourth_broker_joins_the_cluster_on_a_later_run() -> None:

@@ -31,6 +31,13 @@ CLUSTER = sorted(set(BROKERS + WORKERS + FLOWERS))
 VENV_PYTHON = "/opt/downloader/venv/bin/python"
 SAMPLE_URL = f"http://{WEB}:8000/sample.bin"
 FLOWER_PORT = 5555
+# TLS is on by default in every role; the scenarios keep the defaults.
+AMQP_PORT = 5671
+PLAIN_AMQP_PORT = 5672
+MANAGEMENT_PORT = 15671
+FLOWER_URL = f"https://{FLOWERS[0]}:{FLOWER_PORT}"
+CA_FILE = "/etc/downloader/ca.crt"  # the cluster's CA, on every app host
+PKI = Path(INVENTORY).parent / ".secrets" / "pki"
 
 
 @cache
@@ -83,11 +90,12 @@ def flower_credentials() -> str:
     return match.group(1).strip()
 
 
-# A TCP connection attempt from a host; prints "open" or the error's class name.
+# A TCP connection attempt from a host; prints "open" or the error's class name. Hosts share
+# one network: an open port answers within milliseconds, a dropped one never (2 s, then give up).
 CONNECT = """
 import socket, sys
 try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
     print("open")
 except OSError as exc:
     print(type(exc).__name__, exc)
@@ -100,23 +108,27 @@ def connect(src: str, dst: str, port: int) -> str:
     return result.stdout.strip()
 
 
-# An HTTP request to Flower from a host; prints the status code and the body.
+# An HTTP request to Flower from a host (HTTPS verified against the cluster's CA); prints
+# the status code and the body.
 HTTP = """
-import base64, json, sys, urllib.error, urllib.request
-method, url, auth, body = sys.argv[1:5]
+import base64, json, ssl, sys, urllib.error, urllib.request
+method, url, auth, body, cafile = sys.argv[1:6]
 req = urllib.request.Request(url, method=method, data=body.encode() if body else None)
 if auth:
     req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+ctx = ssl.create_default_context(cafile=cafile)
 try:
-    with urllib.request.urlopen(req, timeout=15) as resp:
+    with urllib.request.urlopen(req, timeout=15, context=ctx) as resp:
         print(resp.status); print(resp.read().decode())
 except urllib.error.HTTPError as exc:
     print(exc.code); print(exc.read().decode())
 """
 
 
-def http(src: str, method: str, url: str, auth: str = "", body: str = "") -> tuple[int, str]:
-    result = host(src).run("python3 -c %s %s %s %s %s", HTTP, method, url, auth, body)
+def http(
+    src: str, method: str, url: str, auth: str = "", body: str = "", cafile: str = CA_FILE
+) -> tuple[int, str]:
+    result = host(src).run("python3 -c %s %s %s %s %s %s", HTTP, method, url, auth, body, cafile)
     assert result.rc == 0, f"{result.stdout}\n{result.stderr}"
     status, _, text = result.stdout.partition("\n")
     return int(status), text
@@ -135,8 +147,8 @@ def test_every_service_is_active_and_enabled() -> None:
 
 def test_ports_are_listening() -> None:
     for broker in BROKERS:
-        assert host(broker).socket("tcp://0.0.0.0:5672").is_listening
-        assert host(broker).socket("tcp://0.0.0.0:15672").is_listening
+        assert host(broker).socket(f"tcp://0.0.0.0:{AMQP_PORT}").is_listening
+        assert host(broker).socket(f"tcp://0.0.0.0:{MANAGEMENT_PORT}").is_listening
     for flower in FLOWERS:
         assert host(flower).socket(f"tcp://0.0.0.0:{FLOWER_PORT}").is_listening
 
@@ -217,7 +229,7 @@ def test_list_spans_both_worker_hosts() -> None:
 def test_flower_api_with_credentials_runs_the_task(sample_sha256: str) -> None:
     allowed = WORKERS[0]  # the scenario allows worker1 only
     name = f"flower-{uuid.uuid4().hex[:8]}.bin"
-    base = f"http://{FLOWERS[0]}:{FLOWER_PORT}"
+    base = FLOWER_URL
     status, body = http(
         allowed,
         "POST",
@@ -243,7 +255,7 @@ def test_flower_api_with_credentials_runs_the_task(sample_sha256: str) -> None:
 
 
 def test_flower_refuses_missing_or_wrong_credentials() -> None:
-    url = f"http://{FLOWERS[0]}:{FLOWER_PORT}/api/task/async-apply/downloaderApp.download"
+    url = f"{FLOWER_URL}/api/task/async-apply/downloaderApp.download"
     body = json.dumps({"args": [SAMPLE_URL, "never.bin"]})
     assert http(WORKERS[0], "POST", url, "", body)[0] == 401
     user = flower_credentials().split(":", 1)[0]
@@ -252,7 +264,7 @@ def test_flower_refuses_missing_or_wrong_credentials() -> None:
 
 
 def test_flower_healthcheck_answers() -> None:
-    status, body = http(WORKERS[0], "GET", f"http://{FLOWERS[0]}:{FLOWER_PORT}/healthcheck")
+    status, body = http(WORKERS[0], "GET", f"{FLOWER_URL}/healthcheck")
     assert (status, body.strip()) == (200, "OK")
 
 
@@ -265,37 +277,248 @@ def test_flower_port_is_closed_to_hosts_outside_the_allowed_sources() -> None:
 
 def test_broker_ports_are_closed_to_hosts_outside_their_sources() -> None:
     broker = BROKERS[0]
-    assert connect(WORKERS[0], broker, 5672) == "open"
-    assert connect(WEB, broker, 5672) != "open", "a host outside the cluster reached AMQP"
+    assert connect(WORKERS[0], broker, AMQP_PORT) == "open"
+    # The zone drops what it does not name: no answer at all, not even a refusal.
+    assert connect(WEB, broker, AMQP_PORT).startswith("TimeoutError"), "AMQP answered an outsider"
+    # Erlang's port mapper and the inter-node port: to the other brokers only.
+    for port in (4369, 25672):
+        for other in [*WORKERS, *FLOWERS, WEB]:
+            assert connect(other, broker, port) != "open", f"{other} reached port {port}"
+        for peer in BROKERS[1:]:
+            assert connect(peer, broker, port) == "open", f"broker {peer} cannot reach port {port}"
     # No admin sources in this scenario: the management port answers no other host.
     for other in [*WORKERS, *FLOWERS, WEB]:
-        assert connect(other, broker, 15672) != "open", f"{other} reached the management port"
+        assert connect(other, broker, MANAGEMENT_PORT) != "open", f"{other} reached management"
+
+
+# An AMQP login from a host with the app's venv (kombu, as the app connects): TLS when a CA
+# file is given (the broker's certificate and host name verified), with a client certificate
+# when one is given. Prints "open", or the kind of failure and the exception.
+AMQP_LOGIN = """
+import ssl, sys
+import amqp.exceptions
+from kombu import Connection
+url, cafile, certfile, keyfile = sys.argv[1:5]
+tls = False
+if cafile:
+    tls = {"ca_certs": cafile, "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
+    if certfile:
+        tls.update(certfile=certfile, keyfile=keyfile)
+conn = Connection(url, ssl=tls, connect_timeout=5)
+try:
+    conn.connect()
+    print("open")
+except (amqp.exceptions.AccessRefused, amqp.exceptions.NotAllowed) as exc:
+    print("refused", type(exc).__name__, exc)
+except ssl.SSLError as exc:
+    print("tls-error", type(exc).__name__, exc)
+except Exception as exc:
+    print("error", type(exc).__name__, exc)
+finally:
+    conn.release()
+"""
+
+
+def app_password() -> str:
+    return (Path(INVENTORY).parent / ".secrets" / "rabbitmq_app_password").read_text().split()[0]
+
+
+def amqp_login(
+    src: str,
+    user: str,
+    password: str,
+    vhost: str = "downloader",
+    port: int = AMQP_PORT,
+    cafile: str = CA_FILE,
+    client_cert: tuple[str, str] = ("", ""),
+) -> str:
+    url = f"pyamqp://{user}:{password}@{BROKERS[0]}:{port}/{vhost.replace('/', '%2F')}"
+    result = host(src).run(
+        "timeout 60 %s -c %s %s %s %s %s", VENV_PYTHON, AMQP_LOGIN, url, cafile, *client_cert
+    )
+    assert result.rc == 0, f"on {src}: {result.stdout}\n{result.stderr}"
+    return result.stdout.strip().splitlines()[-1]
 
 
 def test_guest_cannot_log_in_from_another_host() -> None:
-    code = (
-        "from kombu import Connection\n"
-        "import amqp.exceptions\n"
-        f"conn = Connection('pyamqp://guest:guest@{BROKERS[0]}:5672//', connect_timeout=5)\n"
-        "try:\n"
-        "    conn.connect()\n"
-        "    print('logged in')\n"
-        "except amqp.exceptions.AccessRefused as exc:\n"
-        "    print('refused', exc)\n"
+    assert amqp_login(WORKERS[0], "guest", "guest").startswith("refused")
+
+
+def test_app_user_is_refused_on_any_other_vhost() -> None:
+    """The app's user has rights on its own vhost only: the same credentials that open the
+    app's vhost are refused on the broker's default vhost "/"."""
+    assert amqp_login(WORKERS[0], "downloader", app_password()) == "open"
+    assert amqp_login(WORKERS[0], "downloader", app_password(), vhost="/").startswith("refused")
+
+
+def test_plain_amqp_is_off_and_its_port_closed() -> None:
+    """With TLS on, no broker listens on 5672 (nor on the plain management port), and the
+    firewall drops 5672 for every other host: the app's login over plain AMQP gets nowhere."""
+    for broker in BROKERS:
+        assert not host(broker).socket(f"tcp://0.0.0.0:{PLAIN_AMQP_PORT}").is_listening
+        assert not host(broker).socket("tcp://0.0.0.0:15672").is_listening  # plain HTTP
+    outcome = amqp_login(WORKERS[0], "downloader", app_password(), port=PLAIN_AMQP_PORT, cafile="")
+    assert outcome.startswith("error"), outcome
+    for other in [*WORKERS, *FLOWERS]:
+        assert connect(other, BROKERS[0], PLAIN_AMQP_PORT) != "open", f"{other} reached 5672"
+
+
+# A CA of nobody's, and a client certificate it signed, made on a host with openssl.
+ROGUE_PKI = """set -e
+d=/tmp/rogue-pki; rm -rf $d; mkdir -p $d; cd $d
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \\
+  -out ca.crt -subj /CN=rogue-ca -days 2 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client.key \\
+  -out client.csr -subj /CN=$(hostname) 2>/dev/null
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt \\
+  -days 2 2>/dev/null
+"""
+
+
+def test_tls_refuses_certificates_from_another_ca() -> None:
+    """A client that trusts another CA refuses the broker's certificate; a client showing a
+    certificate that another CA signed is refused by the broker, while one that the cluster's
+    CA signed (the worker host's own, from the controller) gets in."""
+    src = WORKERS[0]
+    made = host(src).run("sh -c %s", ROGUE_PKI)
+    assert made.rc == 0, made.stderr
+    user, password = "downloader", app_password()
+    assert amqp_login(src, user, password) == "open"
+    wrong_trust = amqp_login(src, user, password, cafile="/tmp/rogue-pki/ca.crt")
+    assert wrong_trust.startswith("tls-error") and "CERTIFICATE_VERIFY_FAILED" in wrong_trust
+    rogue = ("/tmp/rogue-pki/client.crt", "/tmp/rogue-pki/client.key")
+    assert amqp_login(src, user, password, client_cert=rogue).startswith("tls-error")
+    for name in (f"{src}.crt", f"{src}.key"):
+        copied = host(src).ansible(
+            "copy", f"src={PKI / name} dest=/tmp/rogue-pki/own-{name} mode=0600", check=False
+        )
+        assert not copied.get("failed"), copied
+    own = (f"/tmp/rogue-pki/own-{src}.crt", f"/tmp/rogue-pki/own-{src}.key")
+    assert amqp_login(src, user, password, client_cert=own) == "open"
+    host(src).run("rm -rf /tmp/rogue-pki")
+
+
+def test_flower_serves_https_only_with_a_certificate_of_the_cluster() -> None:
+    status, _ = http(WORKERS[0], "GET", f"{FLOWER_URL}/healthcheck")
+    assert status == 200
+    made = host(WORKERS[0]).run("sh -c %s", ROGUE_PKI)
+    assert made.rc == 0, made.stderr
+    refused = host(WORKERS[0]).run(
+        "python3 -c %s GET %s '' '' /tmp/rogue-pki/ca.crt", HTTP, f"{FLOWER_URL}/healthcheck"
     )
-    assert python(WORKERS[0], code).startswith("refused")
+    assert refused.rc != 0 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr, refused.stderr
+    plain = host(WORKERS[0]).run(
+        "python3 -c %s GET %s '' '' ''", HTTP, f"http://{FLOWERS[0]}:{FLOWER_PORT}/healthcheck"
+    )
+    assert plain.rc != 0 or not plain.stdout.startswith("200"), plain.stdout
+    host(WORKERS[0]).run("rm -rf /tmp/rogue-pki")
+
+
+def sandboxed_units() -> list[tuple[str, str]]:
+    units = [(w, f"celery-worker@{n}.service") for w in WORKERS for n in nodes_of(w)]
+    return units + [(f, "flower.service") for f in FLOWERS]
+
+
+def test_units_score_ok_or_better_in_systemd_analyze_security() -> None:
+    """systemd's own rating of each unit's sandbox: OK (exposure below 5.0) or better."""
+    for name, unit in sandboxed_units():
+        result = host(name).run("systemd-analyze security --no-pager %s", unit)
+        assert result.rc == 0, f"on {name}: {result.stderr}"
+        match = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
+        assert match, f"on {name}: {result.stdout[-500:]}"
+        assert match.group(2) in {"OK", "SAFE", "PERFECT"}, f"{unit} on {name}: {match.group(0)}"
+
+
+# Run by a copy of a unit (same user, same sandbox, ExecStart replaced): try to write a file
+# in each place given; print "PLACE written" or "PLACE <the shell's error>".
+PROBE = """for p in "$@"; do
+  f="$p/.sandbox-probe"
+  if err=$( (echo x > "$f") 2>&1 ); then rm -f "$f"; echo "$p written"; else echo "$p $err"; fi
+done
+"""
+
+
+def run_in_sandbox_of(name: str, unit: str, places: list[str]) -> dict[str, str]:
+    """Start a oneshot copy of UNIT whose only command is PROBE; return what it printed."""
+    text = host(name).run("systemctl cat %s", unit)
+    assert text.rc == 0, text.stderr
+    skip = ("#", "ExecStart", "Type=", "Restart", "KillMode", "[Install]", "WantedBy")
+    lines = [line for line in text.stdout.splitlines() if line and not line.startswith(skip)]
+    probe = "sandbox-probe-" + uuid.uuid4().hex[:8]
+    lines += [
+        "Type=oneshot",
+        f"StandardOutput=truncate:/run/{probe}.out",
+        f"ExecStart=/bin/sh /run/{probe}.sh " + " ".join(places),
+    ]
+    files = {f"/run/{probe}.sh": PROBE, f"/run/systemd/system/{probe}.service": "\n".join(lines)}
+    for path, content in files.items():
+        written = host(name).run("printf '%%s\\n' %s > %s && chmod 0644 %s", content, path, path)
+        assert written.rc == 0, written.stderr
+    try:
+        assert host(name).run("systemctl daemon-reload").rc == 0
+        started = host(name).run("timeout 60 systemctl start %s", probe)
+        assert started.rc == 0, f"on {name}: {started.stderr}"
+        out = host(name).file(f"/run/{probe}.out").content_string
+    finally:
+        host(name).run("rm -f /run/%s.out %s %s; systemctl daemon-reload", probe, *files)
+    return dict(line.split(" ", 1) for line in out.strip().splitlines())
+
+
+def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() -> None:
+    """A process under a unit's sandbox (as its user) writes the worker's download directory
+    and nothing else: the venv, /etc, /var/log and even the service user's own home are on a
+    read-only file system."""
+    for name, unit in sandboxed_units():
+        worker = unit.startswith("celery-worker@")
+        own_home = "/var/lib/celery" if worker else "/var/lib/flower"
+        read_only = ["/opt/downloader/venv", "/etc", "/var/log", own_home]
+        writable = ["/var/lib/downloader/files"] if worker else []
+        found = run_in_sandbox_of(name, unit, read_only + writable)
+        for place in read_only:
+            assert "Read-only file system" in found[place], f"{unit} on {name}: {place}: {found[place]}"
+        for place in writable:
+            assert found[place] == "written", f"{unit} on {name}: {place}: {found[place]}"
 
 
 def secrets() -> list[str]:
+    """The generated passwords and cookie, and the body of every private key of the PKI."""
     secrets_dir = Path(INVENTORY).parent / ".secrets"
     found = [p.read_text().split()[0] for p in secrets_dir.iterdir() if p.is_file()]
     assert found, f"no generated secrets in {secrets_dir}"
-    return found
+    keys = [p.read_text().splitlines()[1] for p in (secrets_dir / "pki").glob("*.key")]
+    assert len(keys) > len(CLUSTER), f"expected the CA's and every host's key in {secrets_dir}/pki"
+    return found + keys
 
 
 def test_secrets_are_kept_on_the_controller_with_mode_0600() -> None:
-    for path in (Path(INVENTORY).parent / ".secrets").iterdir():
-        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    secrets_dir = Path(INVENTORY).parent / ".secrets"
+    for path in [*secrets_dir.iterdir(), *(secrets_dir / "pki").glob("*.key")]:
+        if path.is_file():
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    assert (secrets_dir / "pki").stat().st_mode & 0o077 == 0, "pki/ is open to others"
+    # On the hosts, each private key is readable by root and its service's group only.
+    keys = [(b, "/etc/rabbitmq/tls/server.key", "rabbitmq") for b in BROKERS]
+    keys += [(f, "/etc/flower/tls/flower.key", "flower") for f in FLOWERS]
+    for name, key, group in keys:
+        f = host(name).file(key)
+        assert (f.user, f.group, f.mode) == ("root", group, 0o640), f"{name}:{key}"
+
+
+def test_no_secret_is_in_the_repository() -> None:
+    """Generated secrets land in .secrets/ beside the inventory, which git ignores; no tracked
+    file holds a secret of this run."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, text=True)
+
+    tracked = git("ls-files")
+    assert tracked.returncode == 0 and tracked.stdout, tracked.stderr
+    assert not [p for p in tracked.stdout.splitlines() if ".secrets/" in f"/{p}"]
+    for inventory in ["inventory", "molecule/default", "somewhere/else"]:
+        ignored = git("check-ignore", "--no-index", "-q", f"{inventory}/.secrets/rabbitmq_app_password")
+        assert ignored.returncode == 0, f"{inventory}/.secrets/ is not covered by .gitignore"
+    for secret in secrets():
+        assert git("grep", "-q", "-F", "-e", secret).returncode == 1, "a tracked file holds a secret"
 
 
 def test_app_hosts_run_the_locked_versions_from_their_own_wheelhouse() -> None:
@@ -320,9 +543,10 @@ def test_app_hosts_run_the_locked_versions_from_their_own_wheelhouse() -> None:
 
 
 def test_check_mode_on_the_converged_cluster_reports_nothing_to_change() -> None:
+    """A verbose (-v) check run with --diff: nothing to change, and no secret in its output."""
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(PROJECT / "roles"), ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(
-        ["ansible-playbook", str(PROJECT / "site.yml"), "-i", INVENTORY, "--check", "--diff"],
+        ["ansible-playbook", str(PROJECT / "site.yml"), "-i", INVENTORY, "--check", "--diff", "-v"],
         capture_output=True,
         text=True,
         env=env,
