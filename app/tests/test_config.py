@@ -248,10 +248,17 @@ def test_every_connection_verifies_the_host_it_dials(
     tls = {"ca_certs": "/ca.pem", "cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
     urls = "pyamqp://u:p@broker-a:5671//;pyamqp://u:p@broker-b:5671//"
     conn = app.connection_for_write(url=urls, ssl=tls)
-    for _ in range(3):
-        with pytest.raises(ConnectionRefusedError):
-            conn.transport.establish_connection()
-        conn.maybe_switch_next()
-    assert [server_name for _, server_name in dialled] == ["broker-a", "broker-b", "broker-a"]
-    assert [address.split(":")[0] for address, _ in dialled] == ["broker-a", "broker-b", "broker-a"]
-    assert tls["server_hostname"] is None
+    # A connection of the app's own, then one from a kombu pool (as tasks are published).
+    for candidate in (conn, conn.Pool(limit=1).acquire()):
+        dialled.clear()
+        for _ in range(3):
+            with pytest.raises(ConnectionRefusedError):
+                candidate.transport.establish_connection()
+            candidate.maybe_switch_next()
+        assert [server_name for _, server_name in dialled] == ["broker-a", "broker-b", "broker-a"]
+        assert [address.split(":")[0] for address, _ in dialled] == [
+            "broker-a",
+            "broker-b",
+            "broker-a",
+        ]
+        assert tls["server_hostname"] is None

@@ -13,23 +13,20 @@ import ssl
 import uuid
 from typing import Any
 
+import kombu.transport
 from amqp.exceptions import ChannelError, MessageNacked
 from celery import Celery
-from celery.app.amqp import AMQP
 from celery.app.backends import by_url
 from celery.app.events import Events
 from celery.backends.rpc import RPCBackend
 from celery.events.dispatcher import EventDispatcher
-from kombu import Connection
 from kombu.exceptions import OperationalError
 from kombu.transport import pyamqp
 
 from downloaderApp.config import Settings, get_settings
 
 __all__ = [
-    "DownloaderAMQP",
     "DownloaderCelery",
-    "DownloaderConnection",
     "DownloaderEventDispatcher",
     "DownloaderEvents",
     "DownloaderRPCBackend",
@@ -173,7 +170,8 @@ class HostVerifyingTransport(pyamqp.Transport):
     use into ``server_hostname``, but into the settings dict itself, which every connection of
     the app shares: from then on every connection, the failover to another broker included,
     expects the first broker's name, and fails with "Hostname mismatch". Here each attempt
-    gets a copy to fill in, so the shared settings keep ``None``.
+    gets a copy to fill in, so the shared settings keep ``None``. Registered below as the
+    process's "pyamqp" (and "amqp") transport.
     """
 
     def establish_connection(self) -> Any:
@@ -188,19 +186,12 @@ class HostVerifyingTransport(pyamqp.Transport):
             conninfo.ssl = shared
 
 
-class DownloaderConnection(Connection):
-    """kombu connection that uses :class:`HostVerifyingTransport` for ``pyamqp://``."""
-
-    def get_transport_cls(self) -> Any:
-        cls = super().get_transport_cls()
-        return HostVerifyingTransport if cls is pyamqp.Transport else cls
-
-
-class DownloaderAMQP(AMQP):
-    """``app.amqp`` whose connections are :class:`DownloaderConnection`."""
-
-    Connection = DownloaderConnection
-    BrokerConnection = DownloaderConnection
+# Every kombu connection of the process, pooled ones (task publishing, remote-control
+# replies) included, resolves "pyamqp"/"amqp" to the transport above: kombu's pool makes its
+# connections with its own class, so a connection class of ours would not reach them.
+for _alias in ("pyamqp", "amqp"):
+    kombu.transport.TRANSPORT_ALIASES[_alias] = "downloaderApp.celery_app:HostVerifyingTransport"
+    getattr(kombu.transport, "_transport_cache", {}).pop(_alias, None)
 
 
 class DownloaderCelery(Celery):
@@ -221,7 +212,6 @@ class DownloaderCelery(Celery):
     """
 
     events_cls = "downloaderApp.celery_app:DownloaderEvents"
-    amqp_cls = "downloaderApp.celery_app:DownloaderAMQP"
 
     def _get_backend(self) -> Any:
         """The configured result backend; ``rpc://`` is :class:`DownloaderRPCBackend`."""
