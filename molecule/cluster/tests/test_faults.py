@@ -154,7 +154,10 @@ def wait_for_files(prefix: str, count: int, workers: list[str], limit: float) ->
 # connection (RabbitMQ requeues its message and it runs again: at-least-once, checked by bytes).
 CONNECTION_LOSS = re.compile(
     r"consumer: Connection to broker lost"
-    r"|Couldn't ack \d+, reason:\s*\w*(RecoverableConnectionError|ConnectionForced|ConnectionResetError)"
+    r"|Couldn't ack \d+, reason:\s*\w*(RecoverableConnectionError|ConnectionForced|ConnectionResetError"
+    # the same loss seen through TLS: the socket closed under the TLS layer
+    r"|BrokenPipeError|SSLEOFError|SSLZeroReturnError"
+    r"|OSError\('(Socket closed|Server unexpectedly closed connection)')"
 )
 
 
@@ -162,20 +165,27 @@ def failures_logged_since(since: str, workers: list[str]) -> list[str]:
     """Task failures and unexpected tracebacks the worker nodes logged since SINCE (journalctl
     time), each as "host: message | exception". A task that raised is logged as "Task
     NAME[ID] raised unexpected: ...". A traceback is reported with the message logged before it
-    and its final exception line, unless that message is one of CONNECTION_LOSS."""
+    and its final exception line, unless that message is one of CONNECTION_LOSS. Lines are
+    taken per process: the nodes of one host log into the same journal, and their lines
+    interleave (a traceback of one node could follow a message of the other)."""
     found: list[str] = []
     for worker in workers:
-        out = host(worker).run(f"journalctl -u 'celery-worker@*' --since '{since}' --no-pager -o cat").stdout
-        lines = out.splitlines()
-        for i, line in enumerate(lines):
-            if re.search(r"\] raised ", line):
-                found.append(f"{worker}: {line}")
-            elif line.startswith("Traceback"):
-                message = lines[i - 1] if i else ""
-                if CONNECTION_LOSS.search(message):
-                    continue
-                error = next((t for t in lines[i + 1 :] if t and not t[0].isspace()), "")
-                found.append(f"{worker}: {message} | {error}")
+        out = host(worker).run(f"journalctl -u 'celery-worker@*' --since '{since}' --no-pager -o json").stdout
+        by_process: dict[str, list[str]] = {}
+        for entry in (json.loads(raw) for raw in out.splitlines() if raw.strip()):
+            message = entry.get("MESSAGE")
+            if isinstance(message, str):
+                by_process.setdefault(str(entry.get("_PID")), []).append(message)
+        for lines in by_process.values():
+            for i, line in enumerate(lines):
+                if re.search(r"\] raised ", line):
+                    found.append(f"{worker}: {line}")
+                elif line.startswith("Traceback"):
+                    message = lines[i - 1] if i else ""
+                    if CONNECTION_LOSS.search(message):
+                        continue
+                    error = next((t for t in lines[i + 1 :] if t and not t[0].isspace()), "")
+                    found.append(f"{worker}: {message} | {error}")
     return found
 
 
