@@ -36,6 +36,7 @@ from test_cluster import (
     WEB,
     WORKERS,
     connect,
+    erlang_ping,
     expected_nodes,
     flower_credentials,
     host,
@@ -381,3 +382,30 @@ def test_a_fourth_broker_joins_the_cluster_on_a_later_run() -> None:
     # Workers now list the new broker too, and tasks still run.
     record = tutorial_download(FLOWERS[0], f"fourth-{uuid.uuid4().hex[:6]}.bin")
     assert record["host"] in WORKERS, record
+
+
+def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_task() -> None:
+    """rabbitmq_tls_inter_node switched off, then on again, on the running four-broker
+    cluster by a whole site.yml run: every broker restarts (the two protocols cannot meet in a
+    rolling restart), the cluster comes back whole and speaks the protocol asked for, and 20
+    downloads queued before each switch, with every worker node stopped, all complete after it
+    (site.yml starts the worker nodes again)."""
+    inventory = grown_inventory("brokers", SPARE_BROKER)
+    brokers = [*BROKERS, SPARE_BROKER]
+    expected = {f"rabbit@{b}" for b in brokers}
+    for tls in (False, True):
+        prefix, count = f"dist{int(tls)}-{uuid.uuid4().hex[:6]}", 20
+        for worker in WORKERS:
+            set_worker_nodes(worker, "stop")
+        outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
+        assert outcome.get("sent") == count and not outcome.get("failed"), outcome
+        before = {b: main_pid(b, "rabbitmq-server") for b in brokers}
+        run_playbook("site.yml", "-i", inventory, "-e", json.dumps({"rabbitmq_tls_inter_node": tls}))
+        after = {b: main_pid(b, "rabbitmq-server") for b in brokers}
+        assert all(after[b] != before[b] for b in brokers), f"not every broker restarted: {before} {after}"
+        assert cluster_running_nodes(BROKERS[0]) == expected
+        for broker in brokers:
+            plain = erlang_ping(BROKERS[0], broker, "")
+            assert plain == ("pang" if tls else "pong"), f"plain TCP to {broker}: {plain} (TLS {tls})"
+        found = wait_for_files(prefix, count, WORKERS, 120)
+        assert_all_completed(prefix, count, found, QUICK_SHA256)

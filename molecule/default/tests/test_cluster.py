@@ -12,6 +12,7 @@ import re
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -37,7 +38,8 @@ PLAIN_AMQP_PORT = 5672
 MANAGEMENT_PORT = 15671
 FLOWER_URL = f"https://{FLOWERS[0]}:{FLOWER_PORT}"
 CA_FILE = "/etc/downloader/ca.crt"  # the cluster's CA, on every app host
-PKI = Path(INVENTORY).parent / ".secrets" / "pki"
+SECRETS = Path(INVENTORY).parent / ".secrets"  # generated on the controller
+PKI = SECRETS / "pki"
 
 
 @cache
@@ -320,7 +322,7 @@ finally:
 
 
 def app_password() -> str:
-    return (Path(INVENTORY).parent / ".secrets" / "rabbitmq_app_password").read_text().split()[0]
+    return (SECRETS / "rabbitmq_app_password").read_text().split()[0]
 
 
 def amqp_login(
@@ -364,8 +366,9 @@ def test_plain_amqp_is_off_and_its_port_closed() -> None:
 
 
 # A CA of nobody's, and a client certificate it signed, made on a host with openssl.
-ROGUE_PKI = """set -e
-d=/tmp/rogue-pki; rm -rf $d; mkdir -p $d; cd $d
+ROGUE = "/tmp/rogue-pki"
+ROGUE_PKI = f"""set -e
+d={ROGUE}; rm -rf $d; mkdir -p $d; cd $d
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \\
   -out ca.crt -subj /CN=rogue-ca -days 2 2>/dev/null
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client.key \\
@@ -375,43 +378,93 @@ openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out c
 """
 
 
-def test_tls_refuses_certificates_from_another_ca() -> None:
+@pytest.fixture(scope="module")
+def rogue_pki() -> Iterator[list[str]]:
+    """The rogue CA and its client certificate in ROGUE on a worker host and on the last
+    broker (the hosts that attempt connections with them); removed after the module."""
+    hosts = [WORKERS[0], BROKERS[-1]]
+    try:
+        for name in hosts:
+            made = host(name).run("sh -c %s", ROGUE_PKI)
+            assert made.rc == 0, f"on {name}: {made.stderr}"
+        yield hosts
+    finally:
+        for name in hosts:
+            host(name).run("rm -rf %s", ROGUE)
+
+
+def test_tls_refuses_certificates_from_another_ca(rogue_pki: list[str]) -> None:
     """A client that trusts another CA refuses the broker's certificate; a client showing a
     certificate that another CA signed is refused by the broker, while one that the cluster's
     CA signed (the worker host's own, from the controller) gets in."""
     src = WORKERS[0]
-    made = host(src).run("sh -c %s", ROGUE_PKI)
-    assert made.rc == 0, made.stderr
     user, password = "downloader", app_password()
     assert amqp_login(src, user, password) == "open"
-    wrong_trust = amqp_login(src, user, password, cafile="/tmp/rogue-pki/ca.crt")
+    wrong_trust = amqp_login(src, user, password, cafile=f"{ROGUE}/ca.crt")
     assert wrong_trust.startswith("tls-error") and "CERTIFICATE_VERIFY_FAILED" in wrong_trust
-    rogue = ("/tmp/rogue-pki/client.crt", "/tmp/rogue-pki/client.key")
+    rogue = (f"{ROGUE}/client.crt", f"{ROGUE}/client.key")
     assert amqp_login(src, user, password, client_cert=rogue).startswith("tls-error")
     for name in (f"{src}.crt", f"{src}.key"):
-        copied = host(src).ansible(
-            "copy", f"src={PKI / name} dest=/tmp/rogue-pki/own-{name} mode=0600", check=False
-        )
+        copied = host(src).ansible("copy", f"src={PKI / name} dest={ROGUE}/own-{name} mode=0600", check=False)
         assert not copied.get("failed"), copied
-    own = (f"/tmp/rogue-pki/own-{src}.crt", f"/tmp/rogue-pki/own-{src}.key")
+    own = (f"{ROGUE}/own-{src}.crt", f"{ROGUE}/own-{src}.key")
     assert amqp_login(src, user, password, client_cert=own) == "open"
-    host(src).run("rm -rf /tmp/rogue-pki")
 
 
-def test_flower_serves_https_only_with_a_certificate_of_the_cluster() -> None:
+def test_flower_serves_https_only_with_a_certificate_of_the_cluster(rogue_pki: list[str]) -> None:
     status, _ = http(WORKERS[0], "GET", f"{FLOWER_URL}/healthcheck")
     assert status == 200
-    made = host(WORKERS[0]).run("sh -c %s", ROGUE_PKI)
-    assert made.rc == 0, made.stderr
     refused = host(WORKERS[0]).run(
-        "python3 -c %s GET %s '' '' /tmp/rogue-pki/ca.crt", HTTP, f"{FLOWER_URL}/healthcheck"
+        "python3 -c %s GET %s '' '' %s", HTTP, f"{FLOWER_URL}/healthcheck", f"{ROGUE}/ca.crt"
     )
     assert refused.rc != 0 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr, refused.stderr
     plain = host(WORKERS[0]).run(
         "python3 -c %s GET %s '' '' ''", HTTP, f"http://{FLOWERS[0]}:{FLOWER_PORT}/healthcheck"
     )
     assert plain.rc != 0 or not plain.stdout.startswith("200"), plain.stdout
-    host(WORKERS[0]).run("rm -rf /tmp/rogue-pki")
+
+
+# A throwaway Erlang node on a broker host, with the cluster's cookie, pings a broker's node and
+# prints ping=pong or ping=pang (the node to ping is its plain argument, after -extra). Erlang's
+# TLS layer may log an alert on the same output, before or after it.
+ERLANG_PING = 'io:format("ping=~p~n", [net_adm:ping(list_to_atom(hd(init:get_plain_arguments())))]), halt().'
+# TLS settings for a probe that trusts the cluster's CA but shows the rogue CA's certificate.
+ROGUE_DIST = f"""[{{server, [{{certfile, "{ROGUE}/client.crt"}}, {{keyfile, "{ROGUE}/client.key"}}]}},
+ {{client, [{{certfile, "{ROGUE}/client.crt"}}, {{keyfile, "{ROGUE}/client.key"}},
+            {{cacertfile, "/etc/rabbitmq/tls/ca.crt"}}, {{verify, verify_peer}}]}}]."""
+
+
+def erlang_ping(src: str, dst: str, dist_args: str) -> str:
+    cookie = host(src).file("/var/lib/rabbitmq/.erlang.cookie").content_string.strip()
+    target = f"rabbit@{host(dst).check_output('hostname -s')}"
+    result = host(src).run(
+        f"timeout 60 erl -sname probe{uuid.uuid4().hex[:6]} {dist_args} -setcookie %s "
+        "-noinput -eval %s -extra %s",
+        cookie,
+        ERLANG_PING,
+        target,
+    )
+    answer = re.search(r"^ping=(\w+)$", result.stdout, re.M)
+    assert result.rc == 0 and answer, f"on {src}: {result.stdout}\n{result.stderr}"
+    return answer.group(1)
+
+
+def test_the_brokers_erlang_distribution_speaks_tls_only(rogue_pki: list[str]) -> None:
+    """The Erlang cookie alone no longer opens a node: an Erlang node that knows the cookie
+    gets no answer (pang) over plain TCP, nor over TLS with a certificate of another CA; with
+    the broker's own distribution settings (its certificate from the cluster's CA), pong."""
+    src = BROKERS[-1]
+    env = host(src).file("/etc/rabbitmq/rabbitmq-env.conf").content_string
+    match = re.search(r'^CTL_ERL_ARGS="(.+)"$', env, re.M)
+    assert match, f"no TLS distribution settings in {src}'s rabbitmq-env.conf:\n{env}"
+    own_tls = match.group(1)
+    written = host(src).run("printf '%%s\n' %s > %s/dist.config", ROGUE_DIST, ROGUE)
+    assert written.rc == 0, written.stderr
+    rogue_tls = f"-proto_dist inet_tls -ssl_dist_optfile {ROGUE}/dist.config"
+    for dst in BROKERS:
+        assert erlang_ping(src, dst, "") == "pang", f"{src} reached {dst} over plain TCP"
+        assert erlang_ping(src, dst, rogue_tls) == "pang", f"{src} reached {dst} with a rogue certificate"
+        assert erlang_ping(src, dst, own_tls) == "pong", f"{src} cannot reach {dst} over TLS"
 
 
 def sandboxed_units() -> list[tuple[str, str]]:
@@ -482,20 +535,18 @@ def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() ->
 
 def secrets() -> list[str]:
     """The generated passwords and cookie, and the body of every private key of the PKI."""
-    secrets_dir = Path(INVENTORY).parent / ".secrets"
-    found = [p.read_text().split()[0] for p in secrets_dir.iterdir() if p.is_file()]
-    assert found, f"no generated secrets in {secrets_dir}"
-    keys = [p.read_text().splitlines()[1] for p in (secrets_dir / "pki").glob("*.key")]
-    assert len(keys) > len(CLUSTER), f"expected the CA's and every host's key in {secrets_dir}/pki"
+    found = [p.read_text().split()[0] for p in SECRETS.iterdir() if p.is_file()]
+    assert found, f"no generated secrets in {SECRETS}"
+    keys = [p.read_text().splitlines()[1] for p in PKI.glob("*.key")]
+    assert len(keys) > len(CLUSTER), f"expected the CA's and every host's key in {PKI}"
     return found + keys
 
 
 def test_secrets_are_kept_on_the_controller_with_mode_0600() -> None:
-    secrets_dir = Path(INVENTORY).parent / ".secrets"
-    for path in [*secrets_dir.iterdir(), *(secrets_dir / "pki").glob("*.key")]:
+    for path in [*SECRETS.iterdir(), *PKI.glob("*.key")]:
         if path.is_file():
             assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
-    assert (secrets_dir / "pki").stat().st_mode & 0o077 == 0, "pki/ is open to others"
+    assert PKI.stat().st_mode & 0o077 == 0, "pki/ is open to others"
     # On the hosts, each private key is readable by root and its service's group only.
     keys = [(b, "/etc/rabbitmq/tls/server.key", "rabbitmq") for b in BROKERS]
     keys += [(f, "/etc/flower/tls/flower.key", "flower") for f in FLOWERS]
