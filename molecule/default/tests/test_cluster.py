@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -228,19 +230,26 @@ def test_list_spans_both_worker_hosts() -> None:
         assert (name, holder) in entries, entries
 
 
-def test_flower_api_with_credentials_runs_the_task(sample_sha256: str) -> None:
-    allowed = WORKERS[0]  # the scenario allows worker1 only
-    name = f"flower-{uuid.uuid4().hex[:8]}.bin"
-    base = FLOWER_URL
+def flower_async_apply_download(src: str, name: str) -> str:
+    """The tutorial's curl call to Flower's REST API (over HTTPS, with credentials) from host
+    SRC: download SAMPLE_URL as NAME. Returns the task id."""
     status, body = http(
-        allowed,
+        src,
         "POST",
-        f"{base}/api/task/async-apply/downloaderApp.download",
+        f"{FLOWER_URL}/api/task/async-apply/downloaderApp.download",
         flower_credentials(),
         json.dumps({"args": [SAMPLE_URL, name]}),
     )
     assert status == 200, body
-    task_id = json.loads(body)["task-id"]
+    task_id: str = json.loads(body)["task-id"]
+    return task_id
+
+
+def test_flower_api_with_credentials_runs_the_task(sample_sha256: str) -> None:
+    allowed = WORKERS[0]  # of the cluster hosts, the scenario allows worker1 only
+    name = f"flower-{uuid.uuid4().hex[:8]}.bin"
+    base = FLOWER_URL
+    task_id = flower_async_apply_download(allowed, name)
     deadline = time.monotonic() + 60
     state = None
     while time.monotonic() < deadline:
@@ -291,6 +300,23 @@ def test_broker_ports_are_closed_to_hosts_outside_their_sources() -> None:
     # No admin sources in this scenario: the management port answers no other host.
     for other in [*WORKERS, *FLOWERS, WEB]:
         assert connect(other, broker, MANAGEMENT_PORT) != "open", f"{other} reached management"
+
+
+def test_a_client_source_outside_the_inventory_reaches_amqp() -> None:
+    """The controller stands for a client that the inventory does not manage: its address is in
+    celery_client_sources, so every broker lets it open AMQP over TLS (the broker's certificate
+    and host name verified against the cluster's CA) and answers the AMQP protocol header with
+    connection.start (a frame of type 1 on channel 0)."""
+    context = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
+    for broker in BROKERS:
+        address = host(broker).check_output("hostname -I").split()[0]  # no DNS for them here
+        with (
+            socket.create_connection((address, AMQP_PORT), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=broker) as tls,
+        ):
+            tls.sendall(b"AMQP\x00\x00\x09\x01")
+            frame = tls.recv(7)
+        assert frame[:3] == b"\x01\x00\x00", f"{broker} answered {frame!r}"
 
 
 # An AMQP login from a host with the app's venv (kombu, as the app connects): TLS when a CA
