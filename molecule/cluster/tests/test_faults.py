@@ -279,14 +279,28 @@ def test_a_stopped_broker_loses_no_task_and_rejoins() -> None:
     assert cluster_running_nodes(victim) == expected, f"{victim} did not rejoin"
 
 
+# Grown inventories live beside molecule's inventory directory, not in it: Ansible reads every
+# file of that directory as inventory, so a grown file left there (a run stopped before
+# molecule prunes its directory) put the spare host in `workers` at the next converge (CI,
+# 2026-11-28: every test counting worker nodes failed). Links give them the scenario's
+# group_vars, host_vars and generated secrets (INVENTORY_DIR/.secrets).
+GROWN = Path(INVENTORY).parent.parent / "grown-inventory"
+for stale in Path(INVENTORY).parent.glob("grown-*.yml"):  # left by older versions of this module
+    stale.unlink()
+
+
 def grown_inventory(group: str = "workers", new_host: str = SPARE) -> str:
-    """The scenario's inventory with NEW_HOST added under GROUP, in the same directory
-    (so the same group_vars, host_vars and generated secrets apply)."""
+    """The scenario's inventory with NEW_HOST added under GROUP."""
+    GROWN.mkdir(exist_ok=True)
+    for name in ("group_vars", "host_vars", ".secrets"):
+        link = GROWN / name
+        if not link.is_symlink():
+            link.symlink_to(Path(INVENTORY).parent / name)
     data = yaml.safe_load(Path(INVENTORY).read_text())
     # Molecule writes each group at the top level; a hand-written inventory nests them.
     groups = data if group in data else data["all"]["children"]
     groups[group].setdefault("hosts", {})[new_host] = None
-    path = Path(INVENTORY).with_name(f"grown-{group}.yml")
+    path = GROWN / f"grown-{group}.yml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
