@@ -280,10 +280,11 @@ def test_a_stopped_broker_loses_no_task_and_rejoins() -> None:
 
 
 # Grown inventories live beside molecule's inventory directory, not in it: Ansible reads every
-# file of that directory as inventory, so a grown file left there (a run stopped before
-# molecule prunes its directory) put the spare host in `workers` at the next converge (CI,
-# 2026-11-28: every test counting worker nodes failed). Links give them the scenario's
-# group_vars, host_vars and generated secrets (INVENTORY_DIR/.secrets).
+# file of that directory as inventory, and a grown file found there at a converge (left by
+# an earlier run; which one, and why molecule had not pruned it, is not known) put the spare
+# host in `workers` (CI, 2026-11-28: every test counting worker nodes failed). Links give the
+# grown inventories the scenario's group_vars, host_vars and generated secrets
+# (INVENTORY_DIR/.secrets).
 GROWN = Path(INVENTORY).parent.parent / "grown-inventory"
 for stale in Path(INVENTORY).parent.glob("grown-*.yml"):  # left by older versions of this module
     stale.unlink()
