@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -31,7 +30,6 @@ from test_cluster import (
     FLOWER_URL,
     FLOWERS,
     INVENTORY,
-    PROJECT,
     RUNNER,
     WEB,
     WORKERS,
@@ -43,12 +41,15 @@ from test_cluster import (
     http,
     nodes_of,
     python,
+    run_playbook,
     set_worker_nodes,
     tutorial_download,
 )
 
 SPARE = RUNNER.get_hosts("spare")[0]
 SPARE_BROKER = RUNNER.get_hosts("spare_broker")[0]
+MONITORS = RUNNER.get_hosts("monitoring")
+MONITOR = MONITORS[0]
 SLOW = f"http://{WEB}:8001"
 DOWNLOAD_DIR = "/var/lib/downloader/files"
 QUICK_SHA256 = hashlib.sha256(b"x" * 1024).hexdigest()
@@ -306,33 +307,44 @@ def grown_inventory(group: str = "workers", new_host: str = SPARE) -> str:
     return str(path)
 
 
-def run_playbook(playbook: str, *args: str) -> str:
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(PROJECT / "roles"), ANSIBLE_FORCE_COLOR="0")
-    proc = subprocess.run(
-        ["ansible-playbook", str(PROJECT / playbook), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
-    return out
-
-
 def service_pids() -> dict[tuple[str, str], int]:
     units = [(b, "rabbitmq-server") for b in BROKERS]
     units += [(w, u) for w in WORKERS for u in worker_units(w)]
     units += [(f, "flower") for f in FLOWERS]
+    units += [(m, "prometheus") for m in MONITORS]
     return {(on, unit): main_pid(on, unit) for on, unit in units}
 
 
+# Prometheus's targets as (job, instance) -> health, read on the monitoring host.
+TARGETS = """
+import json, urllib.request
+url = "http://127.0.0.1:9090/api/v1/targets?state=active"
+with urllib.request.urlopen(url, timeout=10) as resp:
+    targets = json.load(resp)["data"]["activeTargets"]
+print(json.dumps([[t["labels"]["job"], t["labels"]["instance"], t["health"]] for t in targets]))
+"""
+
+
+def prometheus_targets() -> dict[tuple[str, str], str]:
+    result = host(MONITOR).run("python3 -c %s", TARGETS)
+    assert result.rc == 0, result.stderr
+    return {(job, instance): health for job, instance, health in json.loads(result.stdout)}
+
+
 def test_a_worker_host_added_with_limit_serves_and_restarts_nothing_else() -> None:
+    """The README's way: one more host under `workers`, then site.yml limited to it and the
+    monitoring hosts. It serves, no service elsewhere restarts (Prometheus reloads), and
+    Prometheus scrapes its node exporter."""
     assert connect(SPARE, BROKERS[0], AMQP_PORT) != "open", "the spare host reached AMQP before joining"
+    assert ("node", SPARE) not in prometheus_targets()
     before = service_pids()
-    run_playbook("site.yml", "-i", grown_inventory(), "--limit", SPARE)
+    run_playbook("site.yml", "-i", grown_inventory(), "--limit", f"{SPARE}:monitoring")
     after = service_pids()
     assert after == before, "services of other hosts restarted (MainPID changed)"
+    deadline = time.monotonic() + 60
+    while prometheus_targets().get(("node", SPARE)) != "up" and time.monotonic() < deadline:
+        time.sleep(3)
+    assert prometheus_targets().get(("node", SPARE)) == "up", prometheus_targets()
     for broker in BROKERS:
         assert connect(SPARE, broker, AMQP_PORT) == "open", f"{broker}'s firewall does not admit {SPARE}"
     new_node = f"worker1@{SPARE}"

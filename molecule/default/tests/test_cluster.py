@@ -619,19 +619,30 @@ def test_app_hosts_run_the_locked_versions_from_their_own_wheelhouse() -> None:
         assert "Would install" not in in_place.stdout, f"on {on} the venv differs: {in_place.stdout}"
 
 
-def test_check_mode_on_the_converged_cluster_reports_nothing_to_change() -> None:
-    """A verbose (-v) check run with --diff: nothing to change, and no secret in its output."""
+# A line of the play recap: host, changed, unreachable, failed.
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def run_playbook(playbook: str, *args: str) -> str:
+    """ansible-playbook PROJECT/PLAYBOOK ARGS with the project's roles; its output (stdout and
+    stderr), after asserting that it succeeded."""
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(PROJECT / "roles"), ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(
-        ["ansible-playbook", str(PROJECT / "site.yml"), "-i", INVENTORY, "--check", "--diff", "-v"],
+        ["ansible-playbook", str(PROJECT / playbook), *args],
         capture_output=True,
         text=True,
         env=env,
-        timeout=900,
+        timeout=1200,
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
-    recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
+def test_check_mode_on_the_converged_cluster_reports_nothing_to_change() -> None:
+    """A verbose (-v) check run with --diff: nothing to change, and no secret in its output."""
+    out = run_playbook("site.yml", "-i", INVENTORY, "--check", "--diff", "-v")
+    recap = RECAP.findall(out)
     assert {name for name, *_ in recap} >= set(CLUSTER)
     for name, changed, unreachable, failed in recap:
         assert (changed, unreachable, failed) == ("0", "0", "0"), f"{name}:\n{out[-5000:]}"
