@@ -49,6 +49,11 @@ def host(name: str) -> testinfra.host.Host:
     return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
 
 
+def address_of(name: str) -> str:
+    """A test host's address, for the controller (it has no DNS entry for the test hosts)."""
+    return host(name).check_output("hostname -I").split()[0]
+
+
 def python(on: str, code: str, timeout: int = 120) -> str:
     """Run Python code with the app's venv on a host; return its stdout, fail on error."""
     result = host(on).run("timeout %s %s -c %s", str(timeout), VENV_PYTHON, code)
@@ -309,7 +314,7 @@ def test_a_client_source_outside_the_inventory_reaches_amqp() -> None:
     connection.start (a frame of type 1 on channel 0)."""
     context = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
     for broker in BROKERS:
-        address = host(broker).check_output("hostname -I").split()[0]  # no DNS for them here
+        address = address_of(broker)
         with (
             socket.create_connection((address, AMQP_PORT), timeout=10) as raw,
             context.wrap_socket(raw, server_hostname=broker) as tls,

@@ -31,10 +31,10 @@ from test_cluster import (
     PKI,
     PROJECT,
     WORKERS,
+    address_of,
     expected_nodes,
     flower_async_apply_download,
     flower_credentials,
-    host,
 )
 
 SCREENSHOTS = PROJECT / "docs" / "screenshots"
@@ -51,7 +51,7 @@ def spki_pin(certificate: Path) -> str:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
     flower = FLOWERS[0]
-    address = host(flower).check_output("hostname -I").split()[0]  # no DNS for it here
+    address = address_of(flower)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for arg in (
@@ -82,11 +82,22 @@ def document_responses(driver: webdriver.Chrome) -> list[dict[str, Any]]:
     return found
 
 
-def wait_for(driver: webdriver.Chrome, what: str, seen: Callable[[str], bool], seconds: float = WAIT) -> str:
-    """The page's visible text once SEEN(text) holds; fails after SECONDS."""
+def wait_for(
+    driver: webdriver.Chrome,
+    what: str,
+    seen: Callable[[str], bool],
+    seconds: float = WAIT,
+    reload_every: float | None = None,
+) -> str:
+    """The page's visible text once SEEN(text) holds; fails after SECONDS. With RELOAD_EVERY,
+    the page is loaded again that often (for pages that do not refresh by themselves)."""
     deadline = time.monotonic() + seconds
+    loaded = time.monotonic()
     text = ""
     while time.monotonic() < deadline:
+        if reload_every is not None and time.monotonic() - loaded >= reload_every:
+            driver.refresh()
+            loaded = time.monotonic()
         text = driver.find_element(By.TAG_NAME, "body").text
         if seen(text):
             return text
@@ -148,15 +159,8 @@ def test_a_task_submitted_through_the_api_shows_on_the_tasks_page(browser: webdr
         return task_id in text and "SUCCESS" in text
 
     # The table is filled by the page's script; the page does not refresh by itself, so it is
-    # loaded again until the task is there (it runs in about a second).
-    deadline = time.monotonic() + WAIT
-    while True:
-        browser.get(f"{FLOWER_URL}/tasks")
-        try:
-            wait_for(browser, f"task {task_id} in SUCCESS", listed, seconds=5)
-            break
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
+    # loaded again every 5 s until the task is there (it runs in about a second).
+    browser.get(f"{FLOWER_URL}/tasks")
+    wait_for(browser, f"task {task_id} in SUCCESS", listed, reload_every=5)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOTS / "flower-tasks.png"))
