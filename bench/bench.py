@@ -154,11 +154,42 @@ def site(label: str, extra: list[str] | None = None, mitogen: bool = False) -> d
     slowest = [(name.strip(), float(sec)) for name, sec in PROFILE.findall(proc.stdout)][:5]
     return {
         "seconds": seconds,
+        # Task results that ran (ok, which counts the changed ones too), over every host: what
+        # a run pays per task and host; skipped tasks cost the controller only.
+        "task_runs": sum(h["ok"] for h in recap.values()),
         "changed": sum(h["changed"] for h in recap.values()),
         "changed_by_host": {h: v["changed"] for h, v in recap.items() if v["changed"]},
         "slowest_tasks": slowest,
         "loadavg_before": before,
         "loadavg_after": loadavg(),
+    }
+
+
+NOOP_TASKS = 20
+
+
+def noop_tasks() -> dict[str, Any]:
+    """Ansible's own cost of one module run on this machine: NOOP_TASKS tasks of
+    ansible.builtin.ping on every host site.yml touches, through the lab's connection, with the
+    project's ansible.cfg (pipelining, forks)."""
+    playbook = LOGS / "noop-tasks.yml"
+    (LOGS / "noop-tasks.log").unlink(missing_ok=True)
+    tasks = "".join(f"    - name: No-op {i}\n      ansible.builtin.ping:\n" for i in range(NOOP_TASKS))
+    playbook.write_text(
+        f"---\n- name: No-op tasks\n  hosts: brokers:workers:flower\n  gather_facts: false\n  tasks:\n{tasks}"
+    )
+    seconds, proc = timed(
+        ["ansible-playbook", str(playbook), "-i", str(INVENTORY)],
+        env=ansible_env(),
+        logfile=LOGS / "noop-tasks.log",
+    )
+    hosts = len(RECAP.findall(proc.stdout))
+    return {
+        "tasks": NOOP_TASKS,
+        "hosts": hosts,
+        "seconds": seconds,
+        "per_task_all_hosts": round(seconds / NOOP_TASKS, 2),
+        "per_task_and_host": round(seconds / (NOOP_TASKS * hosts), 3),
     }
 
 
@@ -193,8 +224,10 @@ def part_converge(args: argparse.Namespace, results: dict[str, Any]) -> None:
         rerun_mitogen = site(f"converge-{workers}-rerun-mitogen", mitogen=True)
         log(
             f"N={workers}: re-run with Mitogen {rerun_mitogen['seconds']} s,"
-            f" {rerun_mitogen['changed']} changed"
+            f" {rerun_mitogen['changed']} changed; {NOOP_TASKS} no-op tasks"
         )
+        noop = noop_tasks()
+        log(f"N={workers}: {noop['per_task_all_hosts']} s per no-op task on {noop['hosts']} hosts")
         runs.append(
             {
                 "workers": workers,
@@ -203,6 +236,7 @@ def part_converge(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 "fresh": fresh,
                 "rerun": rerun,
                 "rerun_mitogen": rerun_mitogen,
+                "noop_tasks": noop,
             }
         )
         save(results)  # each lab size as soon as it is measured

@@ -93,11 +93,14 @@ def markdown(results: dict[str, Any]) -> str:
             "host, which site.yml does not touch). *Fresh*: the first `ansible-playbook site.yml` on "
             "new hosts (created and prepared before the clock starts); *re-run*: the same command at "
             "once again, which should change nothing; *re-run with Mitogen*: once more, with "
-            '`ANSIBLE_STRATEGY=mitogen_linear` (README, "Faster runs with Mitogen").',
+            '`ANSIBLE_STRATEGY=mitogen_linear` (README, "Faster runs with Mitogen"). *Task runs*: '
+            "the re-run's task results that ran (ok, over every host; skipped ones cost the controller "
+            "only). *No-op task*: one `ansible.builtin.ping` task on every host of the lab, the mean of "
+            "20: Ansible's own cost of a module run here, with the project's ansible.cfg.",
             "",
             "| Worker hosts | Fresh converge (s) | Re-run (s) | Changed on re-run | Re-run with Mitogen (s) "
-            "| Load avg after fresh |",
-            "| ---: | ---: | ---: | ---: | ---: | --- |",
+            "| Task runs in the re-run | No-op task, every host (s) | Load avg after fresh |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for r in conv["runs"]:
             cold = "" if r.get("wheelhouse_warm", True) else " (incl. wheelhouse download)"
@@ -105,11 +108,23 @@ def markdown(results: dict[str, Any]) -> str:
             mitogen_cell = (
                 "-" if not mitogen else f"{_fmt(mitogen['seconds'])} ({mitogen['changed']} changed)"
             )
+            noop = r.get("noop_tasks")
             out.append(
                 f"| {r['workers']} | {_fmt(r['fresh']['seconds'])}{cold} | {_fmt(r['rerun']['seconds'])} | "
-                f"{r['rerun']['changed']} | {mitogen_cell} | {r['fresh']['loadavg_after']} |"
+                f"{r['rerun']['changed']} | {mitogen_cell} | {r['rerun'].get('task_runs', '-')} | "
+                f"{noop['per_task_all_hosts'] if noop else '-'} | {r['fresh']['loadavg_after']} |"
             )
         last = conv["runs"][-1]
+        noop, runs = last.get("noop_tasks"), last["rerun"].get("task_runs")
+        if noop and runs:
+            priced = runs * noop["per_task_and_host"]
+            out += [
+                "",
+                f"With {last['workers']} worker host(s), a no-op module costs {noop['per_task_and_host']} s "
+                f"per task and host ({noop['per_task_all_hosts']} s for a task on all {noop['hosts']} "
+                f"hosts); the re-run's {runs} task runs at that price come to {priced:.0f} s of its "
+                f"{_fmt(last['rerun']['seconds'])} s.",
+            ]
         out += ["", f"Slowest tasks of the fresh converge with {last['workers']} worker host(s):", ""]
         out += [f"- {name}: {sec:.1f} s" for name, sec in last["fresh"]["slowest_tasks"]]
         changed = [r for r in conv["runs"] if r["rerun"]["changed"]]
