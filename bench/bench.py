@@ -55,8 +55,10 @@ SLOW_PORT = 8100
 SLOW_DELAY = 0.1
 REMOTE_DIR = "/usr/local/lib/bench"
 
-# The packages site.yml installs on Debian (roles/*/vars/Debian.yml, roles/firewall/tasks).
-FLOOR_PACKAGES = ["firewalld", "rabbitmq-server", "python3-requests", "python3", "python3-venv"]
+# The packages site.yml installs on Debian (roles/*/vars/Debian.yml, roles/firewall/tasks), in
+# the same two ways: firewalld without its recommendations, the others with theirs.
+FLOOR_PACKAGES_NO_RECOMMENDS = ["firewalld", "netbase"]
+FLOOR_PACKAGES = ["rabbitmq-server", "python3-requests", "python3", "python3-venv"]
 
 
 def log(msg: str) -> None:
@@ -298,7 +300,13 @@ def part_floor(args: argparse.Namespace, results: dict[str, Any]) -> None:
     pip += " --find-links /opt/downloader/wheelhouse"
     steps = {
         "apt_update": "apt-get update -qq",
-        "apt_install": "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(FLOOR_PACKAGES),
+        "apt_install": (
+            "export DEBIAN_FRONTEND=noninteractive"
+            " && apt-get install -y -qq --no-install-recommends "
+            + " ".join(FLOOR_PACKAGES_NO_RECOMMENDS)
+            + " && apt-get install -y -qq "
+            + " ".join(FLOOR_PACKAGES)
+        ),
         "venv_pip": (
             "python3 -m venv /opt/downloader/venv"
             f" && {pip} -q -r /opt/downloader/requirements.lock"
@@ -313,7 +321,7 @@ def part_floor(args: argparse.Namespace, results: dict[str, Any]) -> None:
     subprocess.run(["docker", "rm", "-f", FLOOR_CONTAINER], capture_output=True, check=False)
     results["floor"] = {
         "measured_at": now(),
-        "packages": FLOOR_PACKAGES,
+        "packages": FLOOR_PACKAGES_NO_RECOMMENDS + FLOOR_PACKAGES,
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 1),
         "loadavg_before": before,
