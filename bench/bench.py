@@ -321,7 +321,8 @@ def part_floor(args: argparse.Namespace, results: dict[str, Any]) -> None:
     subprocess.run(["docker", "rm", "-f", FLOOR_CONTAINER], capture_output=True, check=False)
     results["floor"] = {
         "measured_at": now(),
-        "packages": FLOOR_PACKAGES_NO_RECOMMENDS + FLOOR_PACKAGES,
+        "packages_no_recommends": FLOOR_PACKAGES_NO_RECOMMENDS,
+        "packages": FLOOR_PACKAGES,
         "seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 1),
         "loadavg_before": before,

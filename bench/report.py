@@ -11,6 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
+def _floor_installs(floor: dict) -> str:
+    """The floor's apt-get install commands, as site.yml installs the packages."""
+    plain = f"`apt-get install {' '.join(floor['packages'])}`"
+    bare = floor.get("packages_no_recommends")
+    return f"`apt-get install --no-install-recommends {' '.join(bare)}`, {plain}" if bare else plain
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -142,7 +149,7 @@ def markdown(results: dict[str, Any]) -> str:
             "## Floor: the same installs by hand on one host",
             "",
             f"Measured {floor['measured_at']} on one fresh container of the same image: "
-            f"`apt-get update`, `apt-get install {' '.join(floor['packages'])}`, then a venv and "
+            f"`apt-get update`, {_floor_installs(floor)}, then a venv and "
             "`pip install --no-index` of the lock file and the app's wheel from the wheelhouse.",
             "",
             "| apt-get update (s) | apt-get install (s) | venv + pip (s) | Total (s) |",
@@ -160,8 +167,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"Measured {tp['measured_at']} on a lab with {tp['worker_hosts']} worker host(s). Downloads "
             f"fetch from an HTTP server on the lab's web host that answers each request after "
             f"{tp.get('delay_ms', 100):.0f} ms (1 KiB bodies); tasks are sent from the Flower host through "
-            "one producer and every result is collected (rpc:// backend). Tasks/s = succeeded tasks over "
-            "the time from the first send to the last result.",
+            "one producer (with publisher confirms: each send waits for the broker's confirm) and every "
+            "result is collected (rpc:// backend). Tasks/s = succeeded tasks over the time from the first "
+            "send to the last result.",
             "",
             "| Run | Worker pool | Tasks | Succeeded | Seconds | Tasks/s |",
             "| --- | --- | ---: | ---: | ---: | ---: |",
