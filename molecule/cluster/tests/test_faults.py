@@ -413,10 +413,11 @@ def test_a_fourth_broker_joins_the_cluster_on_a_later_run() -> None:
 
 def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_task() -> None:
     """rabbitmq_tls_inter_node switched off, then on again, on the running four-broker
-    cluster by a whole site.yml run: every broker restarts (the two protocols cannot meet in a
-    rolling restart), the cluster comes back whole and speaks the protocol asked for, and 20
-    downloads queued before each switch, with every worker node stopped, all complete after it
-    (site.yml starts the worker nodes again)."""
+    cluster by a site.yml run limited to the brokers (a broker-only setting: the other hosts
+    have nothing to change): every broker restarts (the two protocols cannot meet in a rolling
+    restart), the cluster comes back whole and speaks the protocol asked for, and 20 downloads
+    queued before each switch, with every worker node stopped, all complete once the nodes
+    start again."""
     inventory = grown_inventory("brokers", SPARE_BROKER)
     brokers = [*BROKERS, SPARE_BROKER]
     expected = {f"rabbit@{b}" for b in brokers}
@@ -424,11 +425,16 @@ def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_ta
         prefix, count = f"dist{int(tls)}-{uuid.uuid4().hex[:6]}", 20
         for worker in WORKERS:
             set_worker_nodes(worker, "stop")
-        outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
-        assert outcome.get("sent") == count and not outcome.get("failed"), outcome
-        before = {b: main_pid(b, "rabbitmq-server") for b in brokers}
-        run_playbook("site.yml", "-i", inventory, "-e", json.dumps({"rabbitmq_tls_inter_node": tls}))
-        after = {b: main_pid(b, "rabbitmq-server") for b in brokers}
+        try:
+            outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
+            assert outcome.get("sent") == count and not outcome.get("failed"), outcome
+            before = {b: main_pid(b, "rabbitmq-server") for b in brokers}
+            extra_vars = json.dumps({"rabbitmq_tls_inter_node": tls})
+            run_playbook("site.yml", "-i", inventory, "--limit", "brokers", "-e", extra_vars)
+            after = {b: main_pid(b, "rabbitmq-server") for b in brokers}
+        finally:
+            for worker in WORKERS:
+                set_worker_nodes(worker, "start")
         assert all(after[b] != before[b] for b in brokers), f"not every broker restarted: {before} {after}"
         assert cluster_running_nodes(BROKERS[0]) == expected
         for broker in brokers:
