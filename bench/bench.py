@@ -339,7 +339,7 @@ def remote_json(host: str, *args: str, timeout: float) -> dict[str, Any]:
 
 def part_throughput(args: argparse.Namespace, results: dict[str, Any], lab_ready: bool = False) -> None:
     workers = args.throughput_workers
-    info: dict[str, Any] = {"measured_at": now(), "worker_hosts": workers}
+    info: dict[str, Any] = {"measured_at": now(), "worker_hosts": workers, "senders": args.senders}
     if not lab_ready:
         info["hosts_ready_seconds"] = lab_up(workers)
         log("throughput: converging site.yml with the project's defaults")
@@ -377,7 +377,7 @@ def part_throughput(args: argparse.Namespace, results: dict[str, Any], lab_ready
         log(f"throughput: {count} downloads with the {name} settings ({pools['nodes']})")
         run = remote_json(
             client, "download", "--count", str(count), "--url", url, "--prefix", f"{run_id}-{name}",
-            "--timeout", str(args.phase_timeout), timeout=args.phase_timeout,
+            "--senders", str(args.senders), "--timeout", str(args.phase_timeout), timeout=args.phase_timeout,
         )  # fmt: skip
         log(
             f"throughput: {name}: {run['per_second']} downloads/s"
@@ -395,6 +395,8 @@ def part_throughput(args: argparse.Namespace, results: dict[str, Any], lab_ready
         "noop",
         "--count",
         str(args.noop),
+        "--senders",
+        str(args.senders),
         "--timeout",
         str(args.phase_timeout),
         timeout=args.phase_timeout,
@@ -472,6 +474,9 @@ def main() -> int:
         "--tutorial-downloads", type=int, default=300, help="downloads with the tutorial's settings"
     )
     parser.add_argument("--noop", type=int, default=3000, help="no-op tasks")
+    parser.add_argument(
+        "--senders", type=int, default=4, help="sender processes of the load client (default 4)"
+    )
     parser.add_argument("--phase-timeout", type=float, default=300, help="seconds per load phase at most")
     parser.add_argument("--keep", action="store_true", help="keep the last lab (not after a failure)")
     parser.add_argument("--note", default="", help="a remark printed with the results (e.g. 'under load')")
@@ -484,6 +489,8 @@ def main() -> int:
     args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
     if any(w < 1 for w in args.workers) or args.throughput_workers < 1:
         parser.error("worker counts must be positive")
+    if not 1 <= args.senders <= min(args.downloads, args.tutorial_downloads, args.noop):
+        parser.error("--senders must be at least 1 and at most the smallest task count")
 
     from report import write_report
 

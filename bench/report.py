@@ -166,10 +166,11 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Measured {tp['measured_at']} on a lab with {tp['worker_hosts']} worker host(s). Downloads "
             f"fetch from an HTTP server on the lab's web host that answers each request after "
-            f"{tp.get('delay_ms', 100):.0f} ms (1 KiB bodies); tasks are sent from the Flower host through "
-            "one producer (with publisher confirms: each send waits for the broker's confirm) and every "
-            "result is collected (rpc:// backend). Tasks/s = succeeded tasks over the time from the first "
-            "send to the last result.",
+            f"{tp.get('delay_ms', 100):.0f} ms (1 KiB bodies); tasks are sent from the Flower host by "
+            f"{tp.get('senders', 1)} sender process(es), each with one connection and one producer (with "
+            "publisher confirms: each send waits for the broker's confirm), and each collects its own "
+            "results (rpc:// backend). Tasks/s = succeeded tasks over the time from the first send of any "
+            "sender to the last result of any.",
             "",
             "| Run | Worker pool | Tasks | Succeeded | Seconds | Tasks/s |",
             "| --- | --- | ---: | ---: | ---: | ---: |",

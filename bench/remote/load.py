@@ -2,20 +2,26 @@
 app's venv (/opt/downloader/venv/bin/python) and configuration (/etc/downloader, as root).
 
     load.py nodes --expect N [--timeout S]      wait until N worker nodes answer; print their pools
-    load.py download --count C --url URL --prefix P [--timeout S]
-    load.py noop --count C [--timeout S]
+    load.py download --count C --url URL --prefix P [--timeout S] [--senders K]
+    load.py noop --count C [--timeout S] [--senders K]
 
-One connection and one producer send every task, then every result is collected through the
-app's result backend (rpc://). Prints one JSON object: counts, seconds and tasks per second,
-timed from the first send to the last result. Bounded: at most --timeout seconds per phase.
+K sender processes (default 1), each a fresh interpreter with its own connection, producer and
+reply queue, send C/K tasks each through one producer (the app's configuration: publisher
+confirms on, so each send waits for the broker's confirm), then collect their own results
+through the app's result backend (rpc://). They start together once each has warmed up.
+Prints one JSON object: counts, seconds and tasks per second, timed from the first send of
+any sender to the last result of any. Bounded: at most --timeout seconds per phase.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
@@ -81,6 +87,9 @@ def run(kind: str, count: int, timeout: float, url: str = "", prefix: str = "") 
             errors[key] = errors.get(key, 0) + 1
     elapsed = last - start
     return {
+        "start": start,
+        "sent_at": sent,
+        "last": last,
         "kind": kind,
         "requested": count,
         "sent": len(results),
@@ -91,6 +100,63 @@ def run(kind: str, count: int, timeout: float, url: str = "", prefix: str = "") 
         "send_seconds": round(sent - start, 3),
         "seconds": round(elapsed, 3),
         "send_per_second": round(len(results) / (sent - start), 1) if sent > start else None,
+        "per_second": round(succeeded / elapsed, 1) if elapsed > 0 else None,
+    }
+
+
+def sender(
+    kind: str, count: int, timeout: float, kw: dict[str, str], warmup: int, barrier: Barrier, out: Queue
+) -> None:
+    """One sender process: warm up, wait for the others, then send and collect its share."""
+    if warmup:
+        # Connections, queues and the reply consumer set up before the clock starts.
+        warm = {**kw, "prefix": kw["prefix"] + "-warmup"} if kw else {}
+        run(kind, warmup, min(timeout, 60), **warm)
+    barrier.wait(timeout=120)
+    out.put(run(kind, count, timeout, **kw))
+
+
+def load(
+    kind: str, count: int, timeout: float, kw: dict[str, str], warmup: int, senders: int
+) -> dict[str, Any]:
+    """COUNT tasks over SENDERS processes; their figures summed, timed over all of them."""
+    ctx = multiprocessing.get_context("spawn")  # no connection or reply queue shared by a fork
+    barrier, out = ctx.Barrier(senders), ctx.Queue()
+    shares = [count // senders + (1 if k < count % senders else 0) for k in range(senders)]
+    procs = []
+    for k, share in enumerate(shares):
+        own = {**kw, "prefix": f"{kw['prefix']}-s{k}"} if kw else {}
+        procs.append(ctx.Process(target=sender, args=(kind, share, timeout, own, warmup, barrier, out)))
+    for proc in procs:
+        proc.start()
+    parts = []
+    deadline = time.monotonic() + timeout + 180  # warm-up, barrier and the phase itself
+    for _ in procs:
+        parts.append(out.get(timeout=max(1.0, deadline - time.monotonic())))
+    for proc in procs:
+        proc.join(timeout=10)
+    start = min(p["start"] for p in parts)
+    sent_at = max(p["sent_at"] for p in parts)
+    last = max(p["last"] for p in parts)
+    sent = sum(p["sent"] for p in parts)
+    succeeded = sum(p["succeeded"] for p in parts)
+    errors: dict[str, int] = {}
+    for part in parts:
+        for key, n in part["errors"].items():
+            errors[key] = errors.get(key, 0) + n
+    elapsed = last - start
+    return {
+        "kind": kind,
+        "senders": senders,
+        "requested": count,
+        "sent": sent,
+        "succeeded": succeeded,
+        "failed": sum(p["failed"] for p in parts),
+        "errors": errors,
+        "timed_out": any(p["timed_out"] for p in parts),
+        "send_seconds": round(sent_at - start, 3),
+        "seconds": round(elapsed, 3),
+        "send_per_second": round(sent / (sent_at - start), 1) if sent_at > start else None,
         "per_second": round(succeeded / elapsed, 1) if elapsed > 0 else None,
     }
 
@@ -106,6 +172,7 @@ def main() -> int:
         p.add_argument("--count", type=int, required=True)
         p.add_argument("--timeout", type=float, default=300)
         p.add_argument("--warmup", type=int, default=20)
+        p.add_argument("--senders", type=int, default=1)
         if name == "download":
             p.add_argument("--url", required=True)
             p.add_argument("--prefix", required=True)
@@ -114,11 +181,9 @@ def main() -> int:
         out = nodes(args.expect, args.timeout)
     else:
         kw = {"url": args.url, "prefix": args.prefix} if args.cmd == "download" else {}
-        if args.warmup:
-            # Connections, queues and the reply consumer set up before the clock starts.
-            warm = {**kw, "prefix": kw["prefix"] + "-warmup"} if kw else {}
-            run(args.cmd, args.warmup, min(args.timeout, 60), **warm)
-        out = run(args.cmd, args.count, args.timeout, **kw)
+        if args.senders < 1 or args.count < args.senders:
+            parser.error("--senders must be at least 1 and at most --count")
+        out = load(args.cmd, args.count, args.timeout, kw, args.warmup, args.senders)
     json.dump(out, sys.stdout)
     print()
     return 0
