@@ -47,6 +47,8 @@ def nodes(expect: int, timeout: float) -> dict[str, Any]:
 
 
 def run(kind: str, count: int, timeout: float, url: str = "", prefix: str = "") -> dict[str, Any]:
+    """Send COUNT tasks through one producer, then collect their results (one sender's share)."""
+
     def send(i: int, producer: Any) -> Any:
         if kind == "download":
             return download.apply_async(
@@ -85,22 +87,16 @@ def run(kind: str, count: int, timeout: float, url: str = "", prefix: str = "") 
             failed += 1
             key = type(result.result).__name__
             errors[key] = errors.get(key, 0) + 1
-    elapsed = last - start
+    # Raw figures of this sender: load() sums them over every sender and derives the rates.
     return {
         "start": start,
         "sent_at": sent,
         "last": last,
-        "kind": kind,
-        "requested": count,
         "sent": len(results),
         "succeeded": succeeded,
         "failed": failed,
         "errors": errors,
         "timed_out": timed_out,
-        "send_seconds": round(sent - start, 3),
-        "seconds": round(elapsed, 3),
-        "send_per_second": round(len(results) / (sent - start), 1) if sent > start else None,
-        "per_second": round(succeeded / elapsed, 1) if elapsed > 0 else None,
     }
 
 
