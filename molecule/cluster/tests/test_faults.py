@@ -34,6 +34,7 @@ from test_cluster import (
     WEB,
     WORKERS,
     connect,
+    connections,
     erlang_ping,
     expected_nodes,
     flower_credentials,
@@ -345,8 +346,9 @@ def test_a_worker_host_added_with_limit_serves_and_restarts_nothing_else() -> No
     while prometheus_targets().get(("node", SPARE)) != "up" and time.monotonic() < deadline:
         time.sleep(3)
     assert prometheus_targets().get(("node", SPARE)) == "up", prometheus_targets()
-    for broker in BROKERS:
-        assert connect(SPARE, broker, AMQP_PORT) == "open", f"{broker}'s firewall does not admit {SPARE}"
+    outcome = connections((SPARE, broker, AMQP_PORT) for broker in BROKERS)
+    for (_, broker, _), reached in outcome.items():
+        assert reached == "open", f"{broker}'s firewall does not admit {SPARE}"
     new_node = f"worker1@{SPARE}"
     deadline = time.monotonic() + 60
     while True:
@@ -392,8 +394,9 @@ def test_a_drained_worker_host_leaves_the_cluster() -> None:
     assert f"@{SPARE}" not in out, out
     assert not host(SPARE).service("celery-worker@worker1").is_running
     assert not host(SPARE).service("celery-worker@worker1").is_enabled
-    for broker in BROKERS:
-        assert connect(SPARE, broker, AMQP_PORT) != "open", f"{broker} still admits the removed host"
+    outcome = connections((SPARE, broker, AMQP_PORT) for broker in BROKERS)
+    for (_, broker, _), reached in outcome.items():
+        assert reached != "open", f"{broker} still admits the removed host"
 
 
 def test_a_fourth_broker_joins_the_cluster_on_a_later_run() -> None:

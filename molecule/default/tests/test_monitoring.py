@@ -25,7 +25,7 @@ from test_cluster import (
     RUNNER,
     WEB,
     WORKERS,
-    connect,
+    connections,
     expected_nodes,
     flower_async_apply_download,
     host,
@@ -137,20 +137,24 @@ def test_prometheus_scrapes_every_host_of_the_inventory() -> None:
 
 
 def test_metrics_ports_answer_the_monitoring_hosts_only() -> None:
-    for broker in BROKERS:
-        assert connect(MONITOR, broker, RABBITMQ_METRICS_PORT) == "open"
-    for cluster_host in {*BROKERS, *WORKERS, *FLOWERS}:
-        assert connect(MONITOR, cluster_host, NODE_EXPORTER_PORT) == "open"
-    for flower in FLOWERS:
-        assert connect(MONITOR, flower, FLOWER_PORT) == "open"
     # worker2 is in no allow-list of these ports (worker1 is one of Flower's sources).
     outsider = WORKERS[1]
-    for broker in BROKERS:
-        assert connect(outsider, broker, RABBITMQ_METRICS_PORT).startswith("TimeoutError")
-    for other in {*BROKERS, *WORKERS[:1], *FLOWERS}:
-        assert connect(outsider, other, NODE_EXPORTER_PORT).startswith("TimeoutError")
-    # Prometheus's own port: no allowed sources in this scenario.
-    assert connect(outsider, MONITOR, PROMETHEUS_PORT).startswith("TimeoutError")
+    allowed = [
+        *((MONITOR, broker, RABBITMQ_METRICS_PORT) for broker in BROKERS),
+        *((MONITOR, cluster_host, NODE_EXPORTER_PORT) for cluster_host in {*BROKERS, *WORKERS, *FLOWERS}),
+        *((MONITOR, flower, FLOWER_PORT) for flower in FLOWERS),
+    ]
+    dropped = [
+        *((outsider, broker, RABBITMQ_METRICS_PORT) for broker in BROKERS),
+        *((outsider, other, NODE_EXPORTER_PORT) for other in {*BROKERS, *WORKERS[:1], *FLOWERS}),
+        # Prometheus's own port: no allowed sources in this scenario.
+        (outsider, MONITOR, PROMETHEUS_PORT),
+    ]
+    outcome = connections([*allowed, *dropped])
+    for attempt in allowed:
+        assert outcome[attempt] == "open", attempt
+    for attempt in dropped:
+        assert outcome[attempt].startswith("TimeoutError"), (attempt, outcome[attempt])
 
 
 def test_metrics_are_served_over_verified_https() -> None:
