@@ -685,6 +685,65 @@ def test_certificates_are_issued_again_when_missing_or_ending_and_kept_when_curr
             (PKI / f"{name}.crt").write_bytes(data)
 
 
+# All of a firewall zone's settings on a host, in force and saved (permanent), a line each.
+ZONE_STATE = """set -e
+firewall-cmd --zone="$1" --list-all | sed 's/^/runtime /'
+firewall-cmd --permanent --zone="$1" --list-all | sed 's/^/permanent /'
+"""
+
+
+def zone_of(name: str) -> str:
+    zone: str = RUNNER.get_variables(name).get("firewall_zone", "public")
+    return zone
+
+
+def zone_state(name: str) -> list[str]:
+    out = host(name).check_output("sh -c %s zone %s", ZONE_STATE, zone_of(name))
+    return sorted(" ".join(line.split()) for line in out.splitlines())
+
+
+def test_firewall_changed_by_hand_is_put_right_by_the_next_run() -> None:
+    """On the Flower host, by hand: ssh closed for now, http opened (saved and in force), the
+    zone's saved target set to ACCEPT, and a rule that opens Flower's port to the web host
+    (outside its sources). `site.yml --tags firewall,flower_firewall` limited to that host puts
+    every setting of the zone back as it was, and Flower's port drops the web host's
+    connection again."""
+    flower = FLOWERS[0]
+    rule = (
+        f'rule family="ipv4" source address="{address_of(WEB)}/32" '
+        f'port port="{FLOWER_PORT}" protocol="tcp" accept'
+    )
+    before = zone_state(flower)
+    assert {"runtime services: ssh", "permanent target: DROP"} <= set(before), before
+    zone = f"--zone={zone_of(flower)}"
+    changes = [
+        f"firewall-cmd {zone} --remove-service=ssh",
+        f"firewall-cmd {zone} --add-service=http",
+        f"firewall-cmd --permanent {zone} --add-service=http",
+        f"firewall-cmd --permanent {zone} --set-target=ACCEPT",
+        f"firewall-cmd {zone} --add-rich-rule='{rule}'",
+        f"firewall-cmd --permanent {zone} --add-rich-rule='{rule}'",
+    ]
+    put_right = False
+    try:
+        host(flower).check_output(" && ".join(changes))
+        assert connect(WEB, flower, FLOWER_PORT) == "open", "the rule added by hand had no effect"
+        run_playbook("site.yml", "-i", INVENTORY, "--tags", "firewall,flower_firewall", "--limit", flower)
+        assert zone_state(flower) == before
+        put_right = True
+        assert connect(WEB, flower, FLOWER_PORT).startswith("TimeoutError")
+    finally:
+        if not put_right:  # undo the changes by hand, for the tests after this one
+            undo = [
+                f"firewall-cmd --permanent {zone} --remove-service=http",
+                f"firewall-cmd --permanent {zone} --add-service=ssh",
+                f"firewall-cmd --permanent {zone} --set-target=DROP",
+                f"firewall-cmd --permanent {zone} --remove-rich-rule='{rule}'",
+                "firewall-cmd --reload",
+            ]
+            host(flower).run("; ".join(undo))
+
+
 def test_no_secret_is_in_the_repository() -> None:
     """Generated secrets land in .secrets/ beside the inventory, which git ignores; no tracked
     file holds a secret of this run."""
