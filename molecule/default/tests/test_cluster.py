@@ -434,10 +434,10 @@ def test_plain_amqp_is_off_and_its_port_closed() -> None:
     for broker in BROKERS:
         assert not host(broker).socket(f"tcp://0.0.0.0:{PLAIN_AMQP_PORT}").is_listening
         assert not host(broker).socket("tcp://0.0.0.0:15672").is_listening  # plain HTTP
-    outcome = amqp_login(WORKERS[0], "downloader", app_password(), port=PLAIN_AMQP_PORT, cafile="")
-    assert outcome.startswith("error"), outcome
-    outcome = connections((other, BROKERS[0], PLAIN_AMQP_PORT) for other in [*WORKERS, *FLOWERS])
-    for (other, _, _), reached in outcome.items():
+    login = amqp_login(WORKERS[0], "downloader", app_password(), port=PLAIN_AMQP_PORT, cafile="")
+    assert login.startswith("error"), login
+    attempts = connections((other, BROKERS[0], PLAIN_AMQP_PORT) for other in [*WORKERS, *FLOWERS])
+    for (other, _, _), reached in attempts.items():
         assert reached != "open", f"{other} reached 5672"
 
 
