@@ -13,16 +13,27 @@ Endpoints (GET):
   /truncated             announces 10000 bytes, sends 5000, closes the connection
   /echo-host             the Host header it received, as the body
 Every request is counted per path (with query) in ``hits``.
+
+Also ``run_unprivileged``: a function run in a forked child that file permissions bite (as
+nobody when the tests run as root).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import os
+import signal
 import socket
 import ssl
+import sys
+import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -176,3 +187,74 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+NOBODY = 65534  # uid and gid of Debian's "nobody" / "nogroup"
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_unprivileged(func: Callable[[], int | None], timeout: float = 60) -> ChildResult:
+    """Run ``func`` in a forked child that permissions bite: as uid/gid 65534 (nobody, no
+    supplementary groups) when the tests run as root, as the tests' own user otherwise.
+
+    Forked, not executed: the child keeps the modules already imported (an interpreter
+    installed under a private /root could not be started as nobody). It can import more
+    only from where that user may read, the source tree included. ``func``'s return value
+    (or ``SystemExit``'s code) is the exit code; fd 1 and 2 are captured.
+    """
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 70
+            try:
+                os.dup2(out_file.fileno(), 1)
+                os.dup2(err_file.fileno(), 2)
+                sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), "utf-8")
+                sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), "utf-8")
+                os.chdir("/")
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(NOBODY)
+                    os.setuid(NOBODY)
+                try:
+                    result = func()
+                except SystemExit as exc:
+                    result = exc.code if isinstance(exc.code, int) else 1
+                code = 0 if result is None else result
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                with contextlib.suppress(BaseException):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"the unprivileged child did not end within {timeout} s")
+            time.sleep(0.02)
+        out_file.seek(0)
+        err_file.seek(0)
+        return ChildResult(
+            os.waitstatus_to_exitcode(status),
+            out_file.read().decode(errors="replace"),
+            err_file.read().decode(errors="replace"),
+        )
+
+
+def forget_downloader_app() -> None:
+    """Drop ``downloaderApp`` from ``sys.modules`` (in a child): the next import is fresh,
+    as in a new ``celery -A downloaderApp ...`` or ``downloader`` process."""
+    for name in [n for n in sys.modules if n == "downloaderApp" or n.startswith("downloaderApp.")]:
+        del sys.modules[name]

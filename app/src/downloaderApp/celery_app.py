@@ -3,7 +3,10 @@
 The configuration is attached lazily (``app.add_defaults`` with a callable): importing the
 package never reads the configuration file, so ``downloader --help`` works with a broken file
 and the CLI can report a configuration error cleanly. The first use of ``app.conf`` (a worker
-starting, a task being sent) loads it and raises :class:`~downloaderApp.errors.ConfigError`.
+starting, a task being sent, any ``celery -A downloaderApp ...`` command) loads it and raises
+:class:`~downloaderApp.errors.ConfigError` (:class:`~downloaderApp.errors.ConfigUnreadable` for
+a file this user may not read), and so does every later use: the app never runs on Celery's
+own defaults instead (:meth:`DownloaderCelery._load_config`).
 """
 
 from __future__ import annotations
@@ -212,6 +215,18 @@ class DownloaderCelery(Celery):
     """
 
     events_cls = "downloaderApp.celery_app:DownloaderEvents"
+
+    def _load_config(self) -> Any:
+        """Celery's configuring, after reading the settings (a ``ConfigError`` is raised here).
+
+        Raised from the lazy defaults (``add_defaults``) instead, the error would come after
+        Celery had marked the app configured and consumed them: the next use of ``app.conf``
+        would then run silently on Celery's own defaults (a broker on localhost). Raised
+        before, it leaves the app unconfigured, and every use raises it again. The settings
+        are cached: the defaults' own call reads nothing more.
+        """
+        get_settings()
+        return super()._load_config()
 
     def _get_backend(self) -> Any:
         """The configured result backend; ``rpc://`` is :class:`DownloaderRPCBackend`."""

@@ -1,7 +1,8 @@
 """The ``downloader`` command: submit downloads, list files, check the workers.
 
 Exit status: 0 success; 1 the task failed; 2 usage or configuration error; 3 timed out
-waiting for the task; 4 no worker answered; 5 the broker cannot be reached.
+waiting for the task; 4 no worker answered; 5 the broker cannot be reached; 6 the configuration
+file cannot be read by this user (permission denied).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from downloaderApp.config import Settings, get_settings
-from downloaderApp.errors import ConfigError
+from downloaderApp.errors import ConfigError, ConfigUnreadable
 from downloaderApp.version import __version__
 
 __all__ = ["main"]
@@ -24,6 +25,7 @@ EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_NO_WORKERS = 4
 EXIT_BROKER = 5
+EXIT_CONFIG_UNREADABLE = 6
 
 STATUS_TIMEOUT = 1.0
 
@@ -191,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
+    except ConfigUnreadable as exc:
+        _err(str(exc))
+        return EXIT_CONFIG_UNREADABLE
     except ConfigError as exc:
         _err(f"configuration error: {exc}")
         return EXIT_USAGE

@@ -2,24 +2,28 @@
 
 The file is the one named by ``DOWNLOADER_CONFIG`` (default ``/etc/downloader/downloader.conf``).
 A missing default file is fine (built-in defaults apply); a missing file named explicitly by
-``DOWNLOADER_CONFIG`` is an error. Every bad value raises :class:`ConfigError` naming the key and
-where the value came from.
+``DOWNLOADER_CONFIG`` is an error. A file this user may not read, or one in a directory this user
+may not search (so whether it exists cannot be told), raises :class:`ConfigUnreadable`, never the
+defaults. Every bad value raises :class:`ConfigError` naming the key and where the value came from.
 """
 
 from __future__ import annotations
 
 import configparser
 import functools
+import grp
 import ipaddress
 import logging
 import math
 import os
+import pwd
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from downloaderApp.errors import ConfigError
+from downloaderApp.errors import ConfigError, ConfigUnreadable
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -171,11 +175,76 @@ def env_var(key: str) -> str:
     return ENV_PREFIX + key.upper()
 
 
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _unreadable(path: str, denied: str) -> ConfigUnreadable:
+    """The error for the configuration file ``path`` that this user may not read because of
+    ``denied``: the file itself, or a directory on its way that this user may not search."""
+    what = "the file" if denied == path else f"directory {denied}"
+    group = ""
+    try:
+        info = os.stat(denied)
+    except OSError:  # pragma: no cover - it was there a moment ago
+        detail, advice = f"on {what}", "the group that owns it"
+    else:
+        group = _group_name(info.st_gid)
+        owner = f"{_user_name(info.st_uid)}:{group}"
+        detail = f"{what} is {owner} mode {stat.S_IMODE(info.st_mode):04o}"
+        advice = f"group {group}"
+    return ConfigUnreadable(
+        f"cannot read configuration file {path}: permission denied for user "
+        f"{_user_name(os.geteuid())} ({detail}); run as root or as a member of "
+        f"{advice}. The built-in defaults are not used in its place.",
+        path,
+        group,
+    )
+
+
+def _blocking_directory(path: str) -> str:
+    """The directory on the way to ``path`` that this user may not search (an entry of which
+    cannot be looked up); the file's own directory when none is found (a race)."""
+    target = Path(os.path.abspath(path))
+    for candidate in [*reversed(target.parents), target][1:]:
+        try:
+            os.stat(candidate)
+        except PermissionError:
+            return str(candidate.parent)
+        except OSError:
+            break
+    return str(target.parent)
+
+
+def _file_exists(path: str) -> bool:
+    """Whether the configuration file exists. ``os.path.exists`` would say False when a
+    directory on its way may not be searched: that is :class:`ConfigUnreadable` instead."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        raise _unreadable(path, _blocking_directory(path)) from None
+    except OSError:  # missing, or a non-directory on its way
+        return False
+    return True
+
+
 def _read_file(path: str) -> dict[str, str]:
     parser = configparser.ConfigParser(interpolation=None)  # '%' is common in broker passwords
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
+    except PermissionError:
+        raise _unreadable(path, path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except (configparser.Error, UnicodeDecodeError) as exc:
@@ -196,7 +265,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     path = explicit or DEFAULT_CONFIG_PATH
     file_values: dict[str, str] = {}
     config_file: str | None = None
-    if os.path.exists(path):
+    if _file_exists(path):
         file_values = _read_file(path)
         config_file = path
     elif explicit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConfigUnreadable",
     "DownloadFailed",
     "DownloaderError",
     "FileExists",
@@ -72,3 +73,21 @@ class TransientDownloadError(DownloadFailed):
 
 class ConfigError(ValueError):
     """The configuration file or a ``DOWNLOADER_*`` environment variable is invalid."""
+
+
+class ConfigUnreadable(ConfigError):
+    """The configuration file exists (or its directory may not be searched, so whether it
+    exists cannot be told) but this user may not read it.
+
+    Never replaced by the built-in defaults: they would point the user at a broker on
+    localhost. ``path`` is the file, ``group`` the group that owns what denied access (the file
+    or the directory that may not be searched), by name or, without one, by number.
+    """
+
+    def __init__(self, message: str, path: str, group: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.group = group
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return type(self), (str(self), self.path, self.group)
