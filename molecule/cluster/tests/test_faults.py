@@ -44,6 +44,7 @@ from test_cluster import (
     python,
     run_playbook,
     set_worker_nodes,
+    short,
     tutorial_download,
 )
 
@@ -215,7 +216,7 @@ def celery_queue_members(broker: str) -> set[str]:
 
 
 def test_three_brokers_form_one_cluster_with_quorum_queues() -> None:
-    expected = {f"rabbit@{b}" for b in BROKERS}
+    expected = {f"rabbit@{short(b)}" for b in BROKERS}
     for broker in BROKERS:
         assert cluster_running_nodes(broker) == expected, f"{broker} sees another cluster"
     assert celery_queue_members(BROKERS[0]) == expected
@@ -274,7 +275,7 @@ def test_a_stopped_broker_loses_no_task_and_rejoins() -> None:
     # At-least-once: a task redelivered after the failover may have run twice, on two hosts;
     # both copies then hold the same bytes (checked above), and no run failed.
     assert failures_logged_since(since, WORKERS) == []
-    expected = {f"rabbit@{b}" for b in BROKERS}
+    expected = {f"rabbit@{short(b)}" for b in BROKERS}
     deadline = time.monotonic() + 120
     while cluster_running_nodes(BROKERS[1]) != expected and time.monotonic() < deadline:
         time.sleep(5)
@@ -349,7 +350,7 @@ def test_a_worker_host_added_with_limit_serves_and_restarts_nothing_else() -> No
     outcome = connections((SPARE, broker, AMQP_PORT) for broker in BROKERS)
     for (_, broker, _), reached in outcome.items():
         assert reached == "open", f"{broker}'s firewall does not admit {SPARE}"
-    new_node = f"worker1@{SPARE}"
+    new_node = f"worker1@{short(SPARE)}"
     deadline = time.monotonic() + 60
     while True:
         out = host(FLOWERS[0]).run("celery -A downloaderApp status").stdout
@@ -391,7 +392,7 @@ def test_rolling_restart_during_a_stream_of_tasks_completes_them_all() -> None:
 def test_a_drained_worker_host_leaves_the_cluster() -> None:
     run_playbook("playbooks/remove-worker.yml", "-i", grown_inventory(), "--limit", SPARE)
     out = host(FLOWERS[0]).run("celery -A downloaderApp status").stdout
-    assert f"@{SPARE}" not in out, out
+    assert f"@{short(SPARE)}" not in out, out
     assert not host(SPARE).service("celery-worker@worker1").is_running
     assert not host(SPARE).service("celery-worker@worker1").is_enabled
     outcome = connections((SPARE, broker, AMQP_PORT) for broker in BROKERS)
@@ -404,7 +405,7 @@ def test_a_fourth_broker_joins_the_cluster_on_a_later_run() -> None:
     gets a member of the celery queue, and no broker already running restarts."""
     before = {b: main_pid(b, "rabbitmq-server") for b in BROKERS}
     run_playbook("site.yml", "-i", grown_inventory("brokers", SPARE_BROKER))
-    expected = {f"rabbit@{b}" for b in [*BROKERS, SPARE_BROKER]}
+    expected = {f"rabbit@{short(b)}" for b in [*BROKERS, SPARE_BROKER]}
     assert cluster_running_nodes(SPARE_BROKER) == expected
     assert cluster_running_nodes(BROKERS[0]) == expected
     assert {b: main_pid(b, "rabbitmq-server") for b in BROKERS} == before, "a running broker restarted"
@@ -423,7 +424,7 @@ def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_ta
     start again."""
     inventory = grown_inventory("brokers", SPARE_BROKER)
     brokers = [*BROKERS, SPARE_BROKER]
-    expected = {f"rabbit@{b}" for b in brokers}
+    expected = {f"rabbit@{short(b)}" for b in brokers}
     for tls in (False, True):
         prefix, count = f"dist{int(tls)}-{uuid.uuid4().hex[:6]}", 20
         for worker in WORKERS:
@@ -445,3 +446,41 @@ def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_ta
             assert plain == ("pang" if tls else "pong"), f"plain TCP to {broker}: {plain} (TLS {tls})"
         found = wait_for_files(prefix, count, WORKERS, 120)
         assert_all_completed(prefix, count, found, QUICK_SHA256)
+
+
+# A TCP connection from a chosen local address: "open", or the error's class name.
+CONNECT_FROM = """
+import socket, sys
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sock = socket.socket()
+sock.settimeout(3)
+try:
+    sock.bind((src, 0))
+    sock.connect((dst, port))
+    print("open")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
+
+def test_the_cluster_talks_over_its_own_network_not_the_default_route() -> None:
+    """Every host's cluster_address is on the scenario's second (internal) network, not the one
+    of its default route: the workers' AMQP connections run between those addresses, and a
+    broker's AMQP port admits a worker host from its cluster address only."""
+    worker, broker = WORKERS[0], BROKERS[0]
+    # The cluster's addresses, and those Ansible logs in to (the default route's network).
+    keys = ("cluster_address", "ansible_host")
+    worker_cluster, worker_main = (RUNNER.get_variables(worker)[k] for k in keys)
+    broker_cluster, broker_main = (RUNNER.get_variables(broker)[k] for k in keys)
+    assert worker_cluster != worker_main, "the scenario gives the hosts no second network"
+    route = host(worker).check_output("ip -4 route show default")
+    assert worker_cluster.rsplit(".", 1)[0] not in route, route
+    established = host(worker).check_output(f"ss -Htn state established '( dport = :{AMQP_PORT} )'")
+    assert f"{worker_cluster}:" in established, established
+    assert f"{worker_main}:" not in established, established
+
+    def attempt(src: str, dst: str) -> str:
+        return host(worker).check_output("python3 -c %s %s %s %s", CONNECT_FROM, src, dst, str(AMQP_PORT))
+
+    assert attempt(worker_cluster, broker_cluster) == "open"
+    assert attempt(worker_main, broker_main) != "open", "the broker admits the worker's other address"

@@ -51,12 +51,37 @@ PKI = SECRETS / "pki"
 
 @cache
 def host(name: str) -> testinfra.host.Host:
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+    """A test host, for the tests' own probes: `docker exec` into its container, as root (the
+    playbooks reach the hosts over SSH as the inventory says)."""
+    return testinfra.get_host(f"docker://{name}")
+
+
+def put_file(name: str, path: str, data: bytes) -> None:
+    """Write DATA to PATH (mode 0600) on a test host, through `docker exec` (docker cp cannot
+    write below the hosts' tmpfs mounts)."""
+    subprocess.run(
+        ["docker", "exec", "-i", name, "sh", "-c", 'umask 077 && cat > "$1"', "sh", path],
+        input=data, check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+
+
+def short(name: str) -> str:
+    """A host's name as the host knows itself: inventory names may be FQDNs (broker1.celery.test)
+    whose first label is the host name (broker1), as in Celery's and RabbitMQ's node names."""
+    return name.split(".")[0]
 
 
 def address_of(name: str) -> str:
-    """A test host's address, for the controller (it has no DNS entry for the test hosts)."""
-    return host(name).check_output("hostname -I").split()[0]
+    """A test host's address, for the controller (it has no DNS entry for the test hosts): the
+    one Ansible logs in to."""
+    address = RUNNER.get_variables(name).get("ansible_host")
+    return str(address or host(name).check_output("hostname -I").split()[0])
+
+
+def cluster_address_of(name: str) -> str:
+    """The address a test host's connections to the cluster come from: its cluster_address
+    where the scenario gives one (a second network), else its only one."""
+    return str(RUNNER.get_variables(name).get("cluster_address") or address_of(name))
 
 
 def python(on: str, code: str, timeout: int = 120) -> str:
@@ -66,12 +91,19 @@ def python(on: str, code: str, timeout: int = 120) -> str:
     return result.stdout
 
 
+def inventory_name(hostname: str) -> str:
+    """The inventory name of the worker host that calls itself HOSTNAME (as a download's
+    record does)."""
+    names = {short(name): name for name in WORKERS + RUNNER.get_hosts("spare")}
+    return names.get(hostname, hostname)
+
+
 def nodes_of(worker: str) -> list[str]:
     return RUNNER.get_variables(worker).get("celery_worker_nodes", ["worker1"])
 
 
 def expected_nodes() -> set[str]:
-    return {f"{node}@{worker}" for worker in WORKERS for node in nodes_of(worker)}
+    return {f"{node}@{short(worker)}" for worker in WORKERS for node in nodes_of(worker)}
 
 
 def tutorial_download(on: str, name: str) -> dict[str, object]:
@@ -83,6 +115,7 @@ def tutorial_download(on: str, name: str) -> dict[str, object]:
         "print(json.dumps(r.get(timeout=60)))\n"
     )
     record: dict[str, object] = json.loads(python(on, code).strip().splitlines()[-1])
+    record["host"] = inventory_name(str(record["host"]))
     return record
 
 
@@ -94,7 +127,7 @@ def tutorial_list(on: str) -> set[tuple[str, str]]:
         "print(json.dumps(list.delay().get(timeout=1)))\n"
     )
     listing = json.loads(python(on, code).strip().splitlines()[-1])
-    return {(e["name"], e["host"]) for e in listing}
+    return {(e["name"], inventory_name(e["host"])) for e in listing}
 
 
 def flower_credentials() -> str:
@@ -481,8 +514,7 @@ def test_tls_refuses_certificates_from_another_ca(rogue_pki: list[str]) -> None:
     rogue = (f"{ROGUE}/client.crt", f"{ROGUE}/client.key")
     assert amqp_login(src, user, password, client_cert=rogue).startswith("tls-error")
     for name in (f"{src}.crt", f"{src}.key"):
-        copied = host(src).ansible("copy", f"src={PKI / name} dest={ROGUE}/own-{name} mode=0600", check=False)
-        assert not copied.get("failed"), copied
+        put_file(src, f"{ROGUE}/own-{name}", (PKI / name).read_bytes())
     own = (f"{ROGUE}/own-{src}.crt", f"{ROGUE}/own-{src}.key")
     assert amqp_login(src, user, password, client_cert=own) == "open"
 
@@ -610,8 +642,9 @@ def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() ->
 
 
 def secrets() -> list[str]:
-    """The generated passwords and cookie, and the body of every private key of the PKI."""
-    found = [p.read_text().split()[0] for p in SECRETS.iterdir() if p.is_file()]
+    """The generated passwords and cookie, and the body of every private key of the PKI (not
+    the record of the hosts' addresses, cluster-hosts.json, kept beside them)."""
+    found = [p.read_text().split()[0] for p in SECRETS.iterdir() if p.is_file() and not p.suffix]
     assert found, f"no generated secrets in {SECRETS}"
     keys = [p.read_text().splitlines()[1] for p in PKI.glob("*.key")]
     assert len(keys) > len(CLUSTER), f"expected the CA's and every host's key in {PKI}"
@@ -710,7 +743,7 @@ def test_firewall_changed_by_hand_is_put_right_by_the_next_run() -> None:
     connection again."""
     flower = FLOWERS[0]
     rule = (
-        f'rule family="ipv4" source address="{address_of(WEB)}/32" '
+        f'rule family="ipv4" source address="{cluster_address_of(WEB)}/32" '
         f'port port="{FLOWER_PORT}" protocol="tcp" accept'
     )
     before = zone_state(flower)
@@ -786,9 +819,9 @@ def test_app_hosts_run_the_locked_versions_from_their_own_wheelhouse() -> None:
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
-def run_playbook(playbook: str, *args: str) -> str:
-    """ansible-playbook PROJECT/PLAYBOOK ARGS with the project's roles; its output (stdout and
-    stderr), after asserting that it succeeded."""
+def ansible_playbook(playbook: str, *args: str) -> tuple[int, str]:
+    """ansible-playbook PROJECT/PLAYBOOK ARGS with the project's roles: its exit code and its
+    output (stdout and stderr)."""
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(PROJECT / "roles"), ANSIBLE_FORCE_COLOR="0")
     proc = subprocess.run(
         ["ansible-playbook", str(PROJECT / playbook), *args],
@@ -797,8 +830,13 @@ def run_playbook(playbook: str, *args: str) -> str:
         env=env,
         timeout=1200,
     )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def run_playbook(playbook: str, *args: str) -> str:
+    """ansible-playbook PROJECT/PLAYBOOK ARGS; its output, after asserting that it succeeded."""
+    rc, out = ansible_playbook(playbook, *args)
+    assert rc == 0, out[-6000:]
     return out
 
 

@@ -1,0 +1,161 @@
+"""What operators' servers have and bare test containers do not, and what it must not break:
+SSH on another port, client hosts that run services of their own, a host that is down during a
+run, users outside the app's group, bad input in the inventory, and --check on an inventory
+that has never been converged.
+
+The scenario's hosts are reached as real ones are (molecule.yml): over SSH as the sudo user
+`deploy`, by FQDN inventory names, worker2's sshd on port 2222, and client1 running its own
+application server on 8080. The probes go through `docker exec`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from test_cluster import (
+    AMQP_PORT,
+    BROKERS,
+    CLUSTER,
+    FLOWERS,
+    INVENTORY,
+    PROJECT,
+    RECAP,
+    RUNNER,
+    WEB,
+    WORKERS,
+    ansible_playbook,
+    connect,
+    expected_nodes,
+    host,
+    tutorial_download,
+)
+
+CLIENTS = RUNNER.get_hosts("clients")
+MONITORS = RUNNER.get_hosts("monitoring")
+CLIENT_SERVICE_PORT = 8080  # client1's own application server (molecule/shared/prepare.yml)
+SSH_KEY = PROJECT / ".cache/ssh/test_ed25519"
+APP_CONFIG = "/etc/downloader/downloader.conf"
+
+
+def ssh_endpoint(name: str) -> tuple[str, int]:
+    """Where Ansible logs in to a host: its address and SSH port, as the inventory says."""
+    variables = RUNNER.get_variables(name)
+    return variables["ansible_host"], int(variables.get("ansible_port", 22))
+
+
+def ssh_login(name: str) -> subprocess.CompletedProcess[str]:
+    """A fresh SSH login as the operator (deploy) on the host's own port, and a sudo."""
+    address, port = ssh_endpoint(name)
+    return subprocess.run(
+        ["ssh", "-i", str(SSH_KEY), "-p", str(port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+         f"deploy@{address}", "sudo", "-n", "true"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_every_host_still_takes_an_ssh_login_on_its_own_port() -> None:
+    """The firewall closed every zone, yet each host still takes a new login where Ansible logs
+    in; worker2's sshd listens on 2222 only, which no firewalld service names."""
+    hosts = sorted(set(CLUSTER + CLIENTS + MONITORS))
+    assert any(ssh_endpoint(name)[1] != 22 for name in hosts), "no host of the scenario is on another port"
+    for name in hosts:
+        login = ssh_login(name)
+        assert login.returncode == 0, f"{name} on {ssh_endpoint(name)}: {login.stderr}"
+    for name in hosts:
+        port = ssh_endpoint(name)[1]
+        if port != 22:
+            assert connect(WEB, name, 22) != "open", f"{name}: nothing should listen on 22"
+            assert connect(WEB, name, port) == "open", f"{name}: port {port} is closed to other hosts"
+
+
+def test_client_hosts_keep_their_own_services_and_submit_tasks() -> None:
+    """A host that is only a client runs an application server of its own: the converge left
+    its firewall alone (no firewalld installed there), the server still answers other hosts,
+    and the tutorial's client code submits a download from it."""
+    assert CLIENTS, "the scenario has no client host"
+    for client in CLIENTS:
+        assert connect(WEB, client, CLIENT_SERVICE_PORT) == "open"
+        assert not host(client).package("firewalld").is_installed, f"{client} got firewalld"
+        record = tutorial_download(client, f"from-client-{uuid.uuid4().hex[:6]}.bin")
+        assert record["host"] in WORKERS, record
+
+
+def test_an_operator_in_the_app_group_runs_the_tutorial_commands_and_others_are_told_why() -> None:
+    """`deploy` is listed in celery_app_operators on the client host: `celery -A downloaderApp
+    status` works for that user. A user outside the group (nobody) is told which file it cannot
+    read and which group to join, instead of a connection refused by a localhost broker."""
+    client = CLIENTS[0]
+    allowed = host(client).run("sudo -u deploy celery -A downloaderApp status")
+    assert allowed.rc == 0, allowed.stdout + allowed.stderr
+    assert all(node in allowed.stdout for node in expected_nodes()), allowed.stdout
+    for command in ("downloader status", "celery -A downloaderApp status"):
+        refused = host(client).run(f"cd / && sudo -u nobody {command}")
+        said = refused.stdout + refused.stderr
+        assert refused.rc != 0, f"{command}: {said}"
+        assert APP_CONFIG in said and "downloader" in said, f"{command}: {said}"
+        assert "Connection refused" not in said, f"{command} fell back to a default broker: {said}"
+
+
+def docker(*args: str) -> None:
+    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=60)
+
+
+def test_a_run_with_a_worker_host_down_converges_the_others_and_keeps_its_place() -> None:
+    """worker2 frozen (as a host that stopped answering): `site.yml --limit` the broker and the
+    client host runs to the end, says that worker2 did not answer, and the broker's firewall
+    still admits worker2 (its address from the record of the last run that reached it), so
+    that its nodes are back in the cluster once it answers again."""
+    down, broker, client = WORKERS[-1], BROKERS[0], CLIENTS[0]
+    address = ssh_endpoint(down)[0]
+    rule = f'rule family="ipv4" source address="{address}/32" port port="{AMQP_PORT}" protocol="tcp" accept'
+    assert rule in host(broker).check_output("firewall-cmd --list-rich-rules")
+    docker("pause", down)
+    try:
+        rc, out = ansible_playbook("site.yml", "-i", INVENTORY, "--limit", f"{broker},{client}")
+        assert rc == 0, out[-6000:]
+        assert f"{down} did not answer" in out, out[-6000:]
+        assert rule in host(broker).check_output("firewall-cmd --list-rich-rules")
+        assert rule in host(broker).check_output("firewall-cmd --permanent --list-rich-rules")
+    finally:
+        docker("unpause", down)
+    deadline = time.monotonic() + 120
+    while True:
+        status = host(FLOWERS[0]).run("celery -A downloaderApp status").stdout
+        if all(node in status for node in expected_nodes()) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert all(node in status for node in expected_nodes()), status
+
+
+def test_bad_input_stops_the_run_before_anything_changes() -> None:
+    """A list given as a string, a number that is not one, and an IPv6 cluster address: each
+    stops site.yml before its first play that changes a host (the facts play checks the
+    addresses, the validation play the roles' inputs), with the variable and its value in the
+    message, and nothing changed."""
+    cases = {
+        '{"flower_allowed_sources": "192.0.2.0/24"}': "flower_allowed_sources must be a list",
+        '{"celery_worker_concurrency": "lots"}': "celery_worker_concurrency",
+        '{"cluster_address": "2001:db8::1"}': "IPv6 is not supported",
+    }
+    for extra, message in cases.items():
+        rc, out = ansible_playbook("site.yml", "-i", INVENTORY, "-e", extra)
+        assert rc != 0, f"-e {extra} was accepted:\n{out[-3000:]}"
+        assert message in out, f"-e {extra}:\n{out[-3000:]}"
+        assert "PLAY [Run firewalld" not in out, f"-e {extra}: the run went on:\n{out[-3000:]}"
+        for name, changed, *_ in RECAP.findall(out):
+            assert changed == "0", f"-e {extra}: {name} changed:\n{out[-3000:]}"
+
+
+def test_check_mode_on_a_new_inventory_says_to_converge_first(tmp_path: Path) -> None:
+    """The scenario's inventory without its .secrets (a new inventory): --check stops at once
+    and says to run site.yml once."""
+    inventory = tmp_path / "inventory"
+    shutil.copytree(Path(INVENTORY).parent, inventory, ignore=shutil.ignore_patterns(".secrets"))
+    rc, out = ansible_playbook("site.yml", "-i", str(inventory / Path(INVENTORY).name), "--check")
+    assert rc != 0, out[-3000:]
+    assert "run site.yml once without --check first" in out, out[-3000:]
