@@ -1,18 +1,16 @@
 """Growth and faults on a three-broker cluster: nothing submitted is lost.
 
-Runs after the default scenario's tests (../../default/tests/test_cluster.py), whose helpers it
-reuses. Every test submits a bounded number of tasks, waits a bounded time, and states in its
-assertion messages what was submitted and what completed. Tasks download from web1's slow
-server (molecule/shared/files/slow_http.py, port 8001).
+Runs after the default scenario's cluster-wide tests (molecule.yml), with the shared test
+library (molecule/shared/tests/celerylab.py). Every test submits a bounded number of tasks, waits
+a bounded time, and states in its assertion messages what was submitted and what completed.
+Tasks download from web1's slow server (molecule/shared/files/slow_http.py, port 8001).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import sys
 import threading
 import time
 import uuid
@@ -21,10 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-
-sys.path.insert(0, str(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "molecule/default/tests"))
-
-from test_cluster import (
+from celerylab import (
     AMQP_PORT,
     BROKERS,
     FLOWER_URL,

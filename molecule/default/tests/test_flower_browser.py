@@ -20,12 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from test_cluster import (
+from celerylab import (
     FLOWER_URL,
     FLOWERS,
     PKI,
@@ -36,6 +31,11 @@ from test_cluster import (
     flower_async_apply_download,
     flower_credentials,
 )
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 SCREENSHOTS = PROJECT / "docs" / "screenshots"
 WAIT = 60  # seconds a page may take to show what the test looks for

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_cluster import (
+from celerylab import (
     BROKERS,
     FLOWER_PORT,
     FLOWER_URL,

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from test_cluster import (
+from celerylab import (
     AMQP_PORT,
     BROKERS,
     CLUSTER,
@@ -31,6 +31,10 @@ from test_cluster import (
     connect,
     expected_nodes,
     host,
+    nodes_of,
+    python,
+    set_worker_nodes,
+    short,
     tutorial_download,
 )
 
@@ -159,3 +163,62 @@ def test_check_mode_on_a_new_inventory_says_to_converge_first(tmp_path: Path) ->
     rc, out = ansible_playbook("site.yml", "-i", str(inventory / Path(INVENTORY).name), "--check")
     assert rc != 0, out[-3000:]
     assert "run site.yml once without --check first" in out, out[-3000:]
+
+
+def test_a_drain_that_times_out_stops_nothing_and_says_how_to_resume() -> None:
+    """remove-worker.yml with a drain_timeout of 5 s while worker2's node runs a 40-second
+    download: the play fails for worker2, naming the node and the add_consumer command that
+    takes it back; nothing is stopped there; that command makes it consume again."""
+    busy = WORKERS[-1]
+    node = f"{nodes_of(busy)[0]}@{short(busy)}"
+    others = [w for w in WORKERS if w != busy]
+    for worker in others:
+        set_worker_nodes(worker, "stop")
+    try:
+        name = f"drain-{uuid.uuid4().hex[:6]}.bin"
+        python(
+            FLOWERS[0],
+            f"from downloaderApp import download\ndownload.delay('http://{WEB}:8001/slow/40', {name!r})",
+        )
+        deadline = time.monotonic() + 30
+        while (
+            "downloaderApp.download"
+            not in (active := host(busy).run(f"celery -A downloaderApp inspect active -d {node}").stdout)
+            and time.monotonic() < deadline
+        ):
+            time.sleep(1)
+        assert "downloaderApp.download" in active, active
+        rc, out = ansible_playbook(
+            "playbooks/remove-worker.yml", "-i", INVENTORY, "--limit", busy, "-e", "drain_timeout=5"
+        )
+        said = " ".join(out.split())
+        assert rc != 0, out[-3000:]
+        assert "did not drain within drain_timeout" in said and node in said, out[-3000:]
+        assert "control add_consumer celery" in said, out[-3000:]
+        unit = host(busy).service(f"celery-worker@{nodes_of(busy)[0]}")
+        assert unit.is_running and unit.is_enabled
+        queues = host(busy).run(f"celery -A downloaderApp inspect active_queues -d {node}").stdout
+        assert "celery" not in queues.split(node, 1)[-1], f"{node} still consumes: {queues}"
+        resumed = host(busy).run(f"celery -A downloaderApp control add_consumer celery -d {node}")
+        assert resumed.rc == 0, resumed.stdout + resumed.stderr
+        queues = host(busy).run(f"celery -A downloaderApp inspect active_queues -d {node}").stdout
+        assert "celery" in queues.split(node, 1)[-1], f"{node} does not consume again: {queues}"
+    finally:
+        for worker in others:
+            set_worker_nodes(worker, "start")
+
+
+def test_remove_worker_refuses_no_limit_and_every_worker_with_their_own_reasons() -> None:
+    """Without --limit the playbook asks for one; with --limit naming every worker host it
+    says that this would leave no worker (not that --limit is missing). Nothing is stopped."""
+    rc, out = ansible_playbook("playbooks/remove-worker.yml", "-i", INVENTORY)
+    said = " ".join(out.split())
+    assert rc != 0, out[-3000:]
+    assert "No --limit given" in said, out[-3000:]
+    rc, out = ansible_playbook("playbooks/remove-worker.yml", "-i", INVENTORY, "--limit", ",".join(WORKERS))
+    said = " ".join(out.split())
+    assert rc != 0, out[-3000:]
+    assert "names every worker host" in said and "No --limit given" not in said, out[-3000:]
+    for worker in WORKERS:
+        for node in nodes_of(worker):
+            assert host(worker).service(f"celery-worker@{node}").is_running, f"{node} on {worker}"

@@ -1,0 +1,75 @@
+"""The units' systemd sandbox: systemd's own rating, and what a process under it may write."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from celerylab import (
+    FLOWERS,
+    WORKERS,
+    host,
+    nodes_of,
+    probe,
+)
+
+
+def sandboxed_units() -> list[tuple[str, str]]:
+    units = [(w, f"celery-worker@{n}.service") for w in WORKERS for n in nodes_of(w)]
+    return units + [(f, "flower.service") for f in FLOWERS]
+
+
+def test_units_score_ok_or_better_in_systemd_analyze_security() -> None:
+    """systemd's own rating of each unit's sandbox: OK (exposure below 5.0) or better."""
+    for name, unit in sandboxed_units():
+        result = host(name).run("systemd-analyze security --no-pager %s", unit)
+        assert result.rc == 0, f"on {name}: {result.stderr}"
+        match = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
+        assert match, f"on {name}: {result.stdout[-500:]}"
+        assert match.group(2) in {"OK", "SAFE", "PERFECT"}, f"{unit} on {name}: {match.group(0)}"
+
+
+def run_in_sandbox_of(name: str, unit: str, places: list[str]) -> dict[str, str]:
+    """Start a oneshot copy of UNIT (same user, same sandbox) whose only command is
+    probes/sandbox_probe.sh in PLACES; return what it printed for each place."""
+    text = host(name).run("systemctl cat %s", unit)
+    assert text.rc == 0, text.stderr
+    skip = ("#", "ExecStart", "Type=", "Restart", "KillMode", "[Install]", "WantedBy")
+    lines = [line for line in text.stdout.splitlines() if line and not line.startswith(skip)]
+    unit_name = "sandbox-probe-" + uuid.uuid4().hex[:8]
+    lines += [
+        "Type=oneshot",
+        f"StandardOutput=truncate:/run/{unit_name}.out",
+        f"ExecStart=/bin/sh /run/{unit_name}.sh " + " ".join(places),
+    ]
+    files = {
+        f"/run/{unit_name}.sh": probe("sandbox_probe.sh"),
+        f"/run/systemd/system/{unit_name}.service": "\n".join(lines),
+    }
+    for path, content in files.items():
+        written = host(name).run("printf '%%s\\n' %s > %s && chmod 0644 %s", content, path, path)
+        assert written.rc == 0, written.stderr
+    try:
+        assert host(name).run("systemctl daemon-reload").rc == 0
+        started = host(name).run("timeout 60 systemctl start %s", unit_name)
+        assert started.rc == 0, f"on {name}: {started.stderr}"
+        out = host(name).file(f"/run/{unit_name}.out").content_string
+    finally:
+        host(name).run("rm -f /run/%s.out %s %s; systemctl daemon-reload", unit_name, *files)
+    return dict(line.split(" ", 1) for line in out.strip().splitlines())
+
+
+def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() -> None:
+    """A process under a unit's sandbox (as its user) writes the worker's download directory
+    and nothing else: the venv, /etc, /var/log and even the service user's own home are on a
+    read-only file system."""
+    for name, unit in sandboxed_units():
+        worker = unit.startswith("celery-worker@")
+        own_home = "/var/lib/celery" if worker else "/var/lib/flower"
+        read_only = ["/opt/downloader/venv", "/etc", "/var/log", own_home]
+        writable = ["/var/lib/downloader/files"] if worker else []
+        found = run_in_sandbox_of(name, unit, read_only + writable)
+        for place in read_only:
+            assert "Read-only file system" in found[place], f"{unit} on {name}: {place}: {found[place]}"
+        for place in writable:
+            assert found[place] == "written", f"{unit} on {name}: {place}: {found[place]}"
