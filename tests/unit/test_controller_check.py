@@ -13,12 +13,14 @@ import yaml
 
 ROOT = Path(__file__).parents[2]
 PLAYBOOK = ROOT / "playbooks/controller.yml"
+# The ansible-playbook of the venv that runs the tests, whichever PATH they run with.
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 
 
 def run(*extra: str) -> tuple[int, str]:
     # On this controller only (localhost, local connection): no host is reached.
     proc = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", "-c", "local", str(PLAYBOOK),
+        [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", str(PLAYBOOK),
          "-e", f"ansible_python_interpreter={sys.executable}", *extra],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

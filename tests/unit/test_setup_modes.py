@@ -66,6 +66,8 @@ def test_the_stand_ins_see_what_the_other_modes_call(tmp_path: Path) -> None:
 
 def test_an_unknown_option_is_refused_with_the_usage(tmp_path: Path) -> None:
     root, log, env = setup_copy(tmp_path)
-    proc = subprocess.run([str(root / "scripts/setup"), "--images"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [str(root / "scripts/setup"), "--images"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert proc.returncode == 2 and "usage: scripts/setup" in proc.stderr, proc.stderr
     assert calls(log) == []
