@@ -1,0 +1,223 @@
+#!/usr/bin/python
+"""Allow ports of a firewalld zone to listed sources, and (exclusive) to no other source."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+module: firewalld_allow
+short_description: Allow ports of a firewalld zone to listed sources only
+description:
+  - Reads the zone's rich rules once (permanent and in force), and adds or removes only the
+    rules that differ from the ones wanted, in both at once.
+  - One rich rule per source and port, of the form
+    C(rule family="ipv4" source address="198.51.100.20/32" port port="5671" protocol="tcp" accept).
+  - Sources are addresses or networks, IPv4 or IPv6; an address is written as a one-host network
+    (/32, /128), so an address and its /32 are the same source.
+  - Check mode and diff are supported. firewalld must be running.
+options:
+  zone:
+    description: The firewalld zone.
+    type: str
+    default: public
+  rules:
+    description: The ports, each with its sources.
+    type: list
+    elements: dict
+    required: true
+    options:
+      port:
+        description: Port number.
+        type: int
+        required: true
+      protocol:
+        description: tcp or udp.
+        type: str
+        choices: [tcp, udp]
+        default: tcp
+      sources:
+        description: Addresses or networks allowed to reach the port; with I(exclusive), an empty
+          list closes the port.
+        type: list
+        elements: str
+        required: true
+  exclusive:
+    description:
+      - With I(state=present), also remove every other rich rule about a listed port and
+        protocol (a source no longer listed).
+    type: bool
+    default: true
+  state:
+    description:
+      - C(present) adds the listed sources' rules; C(absent) removes them (and nothing else).
+    type: str
+    choices: [present, absent]
+    default: present
+"""
+
+EXAMPLES = r"""
+- name: Open AMQP to the cluster's hosts only, and close the plain port
+  firewalld_allow:
+    zone: public
+    rules:
+      - {port: 5671, sources: [198.51.100.20, 198.51.100.0/28]}
+      - {port: 5672, sources: []}
+"""
+
+RETURN = r"""
+added:
+  description: The rich rules added, per layer (permanent, runtime).
+  returned: always
+  type: dict
+removed:
+  description: The rich rules removed, per layer (permanent, runtime).
+  returned: always
+  type: dict
+"""
+
+LAYERS = ("permanent", "runtime")
+_RULE = re.compile(
+    r'^rule family="(?P<family>ipv4|ipv6)" source address="(?P<source>[^"]+)" '
+    r'port port="(?P<port>[0-9]+)" protocol="(?P<protocol>tcp|udp)" accept$'
+)
+
+
+def network(source: str) -> str:
+    """SOURCE as a network in its canonical form: an address becomes a one-host network.
+    Raises ValueError for anything else, or for a network with host bits set."""
+    return str(ipaddress.ip_network(source.strip(), strict=True))
+
+
+def render(key: tuple[str, int, str]) -> str:
+    """The rich rule of (network, port, protocol), as firewall-cmd prints it."""
+    source, port, protocol = key
+    family = "ipv6" if ":" in source else "ipv4"
+    return f'rule family="{family}" source address="{source}" port port="{port}" protocol="{protocol}" accept'
+
+
+def port_of(line: str) -> tuple[int, str] | None:
+    """The (port, protocol) a printed rich rule is about, if it names one."""
+    found = re.search(r'(?:^| )port port="([0-9]+)" protocol="(tcp|udp)"(?: |$)', line)
+    return (int(found.group(1)), found.group(2)) if found else None
+
+
+def key_of(line: str) -> tuple[str, int, str] | None:
+    """(network, port, protocol) of a printed accept rule of this module's form, else None."""
+    found = _RULE.match(line.strip())
+    if not found:
+        return None
+    try:
+        source = network(found.group("source"))
+    except ValueError:
+        return None
+    return (source, int(found.group("port")), found.group("protocol"))
+
+
+def wanted_keys(rules: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    """Every (network, port, protocol) that RULES list, in their order. Raises ValueError
+    naming a source that is not an address or network."""
+    keys: list[tuple[str, int, str]] = []
+    for rule in rules:
+        for source in rule["sources"] or []:
+            try:
+                key = (network(source), int(rule["port"]), rule.get("protocol") or "tcp")
+            except ValueError as err:
+                raise ValueError(
+                    f"port {rule['port']}: {source!r} is not an address or network ({err})"
+                ) from err
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def plan(
+    lines: list[str], rules: list[dict[str, Any]], exclusive: bool, state: str
+) -> tuple[list[str], list[str]]:
+    """The rules to add and the printed LINES to remove so that the zone's rules (LINES, as
+    printed) hold what RULES ask for."""
+    wanted = wanted_keys(rules)
+    present = {key_of(line): line.strip() for line in lines if line.strip()}
+    if state == "absent":
+        return [], [present[key] for key in wanted if key in present]
+    add = [render(key) for key in wanted if key not in present]
+    remove = []
+    if exclusive:
+        ports = {(int(rule["port"]), rule.get("protocol") or "tcp") for rule in rules}
+        for line in lines:
+            line = line.strip()
+            if line and port_of(line) in ports and key_of(line) not in wanted:
+                remove.append(line)
+    return add, remove
+
+
+def about_ports(lines: list[str], rules: list[dict[str, Any]]) -> str:
+    ports = {(int(rule["port"]), rule.get("protocol") or "tcp") for rule in rules}
+    return "".join(f"{line}\n" for line in sorted(line.strip() for line in lines) if port_of(line) in ports)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "zone": {"type": "str", "default": "public"},
+            "rules": {
+                "type": "list",
+                "elements": "dict",
+                "required": True,
+                "options": {
+                    "port": {"type": "int", "required": True},
+                    "protocol": {"type": "str", "choices": ["tcp", "udp"], "default": "tcp"},
+                    "sources": {"type": "list", "elements": "str", "required": True},
+                },
+            },
+            "exclusive": {"type": "bool", "default": True},
+            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        },
+        supports_check_mode=True,
+    )
+    zone = module.params["zone"]
+    rules = module.params["rules"]
+    cmd = module.get_bin_path("firewall-cmd", required=True)
+
+    def firewall_cmd(layer: str, *args: str) -> str:
+        argv = [cmd] + (["--permanent"] if layer == "permanent" else []) + [f"--zone={zone}", *args]
+        rc, out, err = module.run_command(argv)
+        if rc != 0:
+            module.fail_json(msg=f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()}")
+        return out
+
+    result: dict[str, Any] = {"changed": False, "added": {}, "removed": {}, "diff": []}
+    for layer in LAYERS:
+        lines = firewall_cmd(layer, "--list-rich-rules").splitlines()
+        try:
+            add, remove = plan(lines, rules, module.params["exclusive"], module.params["state"])
+        except ValueError as err:
+            module.fail_json(msg=str(err))
+        result["added"][layer], result["removed"][layer] = add, remove
+        if not add and not remove:
+            continue
+        result["changed"] = True
+        after = [line for line in lines if line.strip() not in remove] + add
+        result["diff"].append(
+            {
+                "before_header": f"zone {zone} ({layer})",
+                "after_header": f"zone {zone} ({layer})",
+                "before": about_ports(lines, rules),
+                "after": about_ports(after, rules),
+            }
+        )
+        if module.check_mode:
+            continue
+        if remove:
+            firewall_cmd(layer, *(f"--remove-rich-rule={line}" for line in remove))
+        if add:
+            firewall_cmd(layer, *(f"--add-rich-rule={line}" for line in add))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
