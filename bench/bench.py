@@ -338,15 +338,15 @@ def part_throughput(args: argparse.Namespace, results: dict[str, Any], lab_ready
         info["converge"] = site(f"throughput-{workers}-converge")
     web, client = f"{PREFIX}-web1", f"{PREFIX}-flower1"
     (LOGS / "throughput.log").unlink(missing_ok=True)
-    for host, name in ((web, "slow_http.py"), (client, "load.py")):
+    # The molecule scenarios' test web server: its /delay/MS/NAME answers 1 KiB after MS ms.
+    server, load = ROOT / "molecule/shared/files/slow_http.py", BENCH / "remote/load.py"
+    for host, path in ((web, server), (client, load)):
         sh(["docker", "exec", host, "mkdir", "-p", REMOTE_DIR])
-        sh(["docker", "cp", str(BENCH / "remote" / name), f"{host}:{REMOTE_DIR}/{name}"])
+        sh(["docker", "cp", str(path), f"{host}:{REMOTE_DIR}/{path.name}"])
     log(f"throughput: HTTP server on {web}:{SLOW_PORT} answering after {SLOW_DELAY * 1000:.0f} ms")
-    sh(
-        ["docker", "exec", "-d", web, "python3", f"{REMOTE_DIR}/slow_http.py",
-         "--port", str(SLOW_PORT), "--delay", str(SLOW_DELAY)],
-    )  # fmt: skip
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{SLOW_PORT}/', timeout=2)"
+    sh(["docker", "exec", "-d", web, "python3", f"{REMOTE_DIR}/slow_http.py", str(SLOW_PORT)])
+    up = f"http://127.0.0.1:{SLOW_PORT}/delay/0/up"
+    probe = f"import urllib.request; urllib.request.urlopen('{up}', timeout=2)"
     for _ in range(30):
         if sh(["docker", "exec", web, "python3", "-c", probe], check=False).returncode == 0:
             break
@@ -354,7 +354,7 @@ def part_throughput(args: argparse.Namespace, results: dict[str, Any], lab_ready
     else:
         raise RuntimeError("the delayed HTTP server did not answer within 15 s")
 
-    url = f"http://{web}:{SLOW_PORT}/"
+    url = f"http://{web}:{SLOW_PORT}/delay/{SLOW_DELAY * 1000:.0f}/"
     run_id = f"bench{uuid.uuid4().hex[:8]}"
     cores = os.cpu_count() or 1
     nodes_expected = workers  # one node per worker host (celery_worker_nodes default)

@@ -36,6 +36,7 @@ from celerylab import (
     host,
     http,
     nodes_of,
+    probe,
     python,
     run_playbook,
     set_worker_nodes,
@@ -76,31 +77,11 @@ def worker_units(on: str) -> list[str]:
     return [f"celery-worker@{n}" for n in nodes_of(on)]
 
 
-# Submits COUNT downloads with the tutorial's download.delay, spread over SPREAD seconds,
-# from one client process (one connection); prints one JSON line: sent and failed counts.
-SUBMIT = """
-import json, sys, time
-from downloaderApp import download
-prefix, count, spread, url = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-sent, failed, start = 0, [], time.monotonic()
-for i in range(count):
-    name = "%s-%04d.bin" % (prefix, i)
-    try:
-        download.delay(url, name)
-        sent += 1
-    except Exception as exc:
-        failed.append("%s: %r" % (name, exc))
-    pause = start + spread * (i + 1) / count - time.monotonic()
-    if pause > 0:
-        time.sleep(pause)
-print(json.dumps({"sent": sent, "failed": failed}))
-"""
-
-
 def submit_stream(prefix: str, count: int, spread: float, url: str) -> dict[str, object]:
+    """COUNT downloads submitted from the first Flower host over SPREAD seconds: sent, failed."""
     result = host(FLOWERS[0]).run(
         "timeout 300 /opt/downloader/venv/bin/python -c %s %s %s %s %s",
-        SUBMIT,
+        probe("submit_stream.py"),
         prefix,
         str(count),
         str(spread),
@@ -312,20 +293,12 @@ def service_pids() -> dict[tuple[str, str], int]:
     return {(on, unit): main_pid(on, unit) for on, unit in units}
 
 
-# Prometheus's targets as (job, instance) -> health, read on the monitoring host.
-TARGETS = """
-import json, urllib.request
-url = "http://127.0.0.1:9090/api/v1/targets?state=active"
-with urllib.request.urlopen(url, timeout=10) as resp:
-    targets = json.load(resp)["data"]["activeTargets"]
-print(json.dumps([[t["labels"]["job"], t["labels"]["instance"], t["health"]] for t in targets]))
-"""
-
-
 def prometheus_targets() -> dict[tuple[str, str], str]:
-    result = host(MONITOR).run("python3 -c %s", TARGETS)
+    """Prometheus's targets as (job, instance) -> health, read on the monitoring host."""
+    result = host(MONITOR).run("python3 -c %s 9090 %s", probe("prometheus_api.py"), "targets?state=active")
     assert result.rc == 0, result.stderr
-    return {(job, instance): health for job, instance, health in json.loads(result.stdout)}
+    targets = json.loads(result.stdout)["data"]["activeTargets"]
+    return {(t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in targets}
 
 
 def test_a_worker_host_added_with_limit_serves_and_restarts_nothing_else() -> None:
@@ -443,21 +416,6 @@ def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_ta
         assert_all_completed(prefix, count, found, QUICK_SHA256)
 
 
-# A TCP connection from a chosen local address: "open", or the error's class name.
-CONNECT_FROM = """
-import socket, sys
-src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-sock = socket.socket()
-sock.settimeout(3)
-try:
-    sock.bind((src, 0))
-    sock.connect((dst, port))
-    print("open")
-except OSError as exc:
-    print(type(exc).__name__)
-"""
-
-
 def test_the_cluster_talks_over_its_own_network_not_the_default_route() -> None:
     """Every host's cluster_address is on the scenario's second (internal) network, not the one
     of its default route: the workers' AMQP connections run between those addresses, and a
@@ -475,7 +433,8 @@ def test_the_cluster_talks_over_its_own_network_not_the_default_route() -> None:
     assert f"{worker_main}:" not in established, established
 
     def attempt(src: str, dst: str) -> str:
-        return host(worker).check_output("python3 -c %s %s %s %s", CONNECT_FROM, src, dst, str(AMQP_PORT))
+        probe_from = probe("connect_from.py")
+        return host(worker).check_output("python3 -c %s %s %s %s", probe_from, src, dst, str(AMQP_PORT))
 
     assert attempt(worker_cluster, broker_cluster) == "open"
     assert attempt(worker_main, broker_main) != "open", "the broker admits the worker's other address"

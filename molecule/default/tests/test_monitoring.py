@@ -30,6 +30,7 @@ from celerylab import (
     flower_async_apply_download,
     host,
     http,
+    probe,
     python,
     set_worker_nodes,
 )
@@ -45,17 +46,9 @@ DOWNLOADS = "/var/lib/downloader/files"
 # with room for a loaded machine.
 ALERT_WAIT = 120
 
-# A GET of Prometheus's API on the monitoring host itself (its port admits no other host).
-PROMETHEUS_API = f"""
-import sys, urllib.request
-url = "http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/" + sys.argv[1]
-with urllib.request.urlopen(url, timeout=10) as resp:
-    print(resp.read().decode())
-"""
-
 
 def prometheus(path: str) -> object:
-    result = host(MONITOR).run("python3 -c %s %s", PROMETHEUS_API, path)
+    result = host(MONITOR).run("python3 -c %s %s %s", probe("prometheus_api.py"), str(PROMETHEUS_PORT), path)
     assert result.rc == 0, f"{result.stdout}\n{result.stderr}"
     answer = json.loads(result.stdout)
     assert answer["status"] == "success", answer

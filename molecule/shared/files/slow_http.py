@@ -1,7 +1,10 @@
-"""Test web server with slow answers (molecule scenarios, scripts/lab, bench).
+"""Test web server with slow answers (molecule scenarios, scripts/lab, bench/run's throughput).
 
+    python3 slow_http.py PORT
 GET /slow/SECONDS     a body of SECONDS KiB, one KiB per second: byte i of KiB k is k % 256
 GET /delay/MS/NAME    waits MS milliseconds, then answers 1 KiB of b"x"
+System python3, standard library only. One thread per request, so a delay is latency, not a
+queue.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The benchmark's worker nodes connect with up to 64 threads each at once; socketserver's
+    # default backlog is 5.
+    request_queue_size = 1024
+
+
 if __name__ == "__main__":
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+    Server(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
