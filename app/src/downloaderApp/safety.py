@@ -21,6 +21,7 @@ from downloaderApp.errors import (
     InvalidURL,
     TransientDownloadError,
 )
+from downloaderApp.special_addresses import block_of, is_public
 
 __all__ = [
     "MAX_FILENAME_BYTES",
@@ -154,31 +155,14 @@ def _normalise(address: str) -> IPAddress:
     return ip
 
 
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def _is_public(ip: IPAddress) -> bool:
-    if not ip.is_global or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.is_site_local:
-            return False
-        # Addresses that embed an IPv4 address a gateway would forward to: judge that one too.
-        embedded = [ip.sixtofour]
-        if ip.teredo is not None:
-            embedded.extend(ip.teredo)
-        if ip in _NAT64:
-            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        return all(v4 is None or _is_public(v4) for v4 in embedded)
-    return True
-
-
 def check_address(address: str, allowed_networks: Iterable[IPNetwork], host: str = "") -> str:
     """Return ``address`` if downloads may connect to it, else raise :class:`ForbiddenAddress`.
 
-    Allowed: globally routable unicast addresses (``ipaddress`` ``is_global``), and any address
-    inside one of ``allowed_networks``. Refused otherwise: loopback, link-local (cloud
-    metadata 169.254.169.254), RFC 1918, shared 100.64/10, multicast, reserved, unspecified...
+    Allowed: globally reachable unicast addresses by IANA's special-purpose registries
+    (:mod:`downloaderApp.special_addresses`, the same on every Python), and any address inside
+    one of ``allowed_networks``. Refused otherwise: loopback, link-local (cloud metadata
+    169.254.169.254), RFC 1918, shared 100.64/10, 192.0.0.0/24, documentation, multicast,
+    reserved, unspecified...
     """
     try:
         ip = _normalise(address)
@@ -187,11 +171,13 @@ def check_address(address: str, allowed_networks: Iterable[IPNetwork], host: str
     for network in allowed_networks:
         if ip.version == network.version and ip in network:
             return address
-    if _is_public(ip):
+    if is_public(ip):
         return address
     where = f"host {host!r} resolves to " if host and host != address else ""
+    block = block_of(ip)
+    kind = f" ({block.name})" if block else ""
     raise ForbiddenAddress(
-        f"{where}address {ip} which is not globally routable and not in allowed_networks"
+        f"{where}address {ip}{kind} which is not globally routable and not in allowed_networks"
     )
 
 
