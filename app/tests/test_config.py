@@ -262,3 +262,31 @@ def test_every_connection_verifies_the_host_it_dials(
             "broker-a",
         ]
         assert tls["server_hostname"] is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("broker_url", "pyamqp://downloader:S3cret%25pw@broker1:5671//;nonsense"),
+        ("broker_url", "pyamqp://downloader:S3cret%25pw@broker1:5671//;"),
+        ("result_backend", "redis:/:S3cret%25pw@cache:6379/0"),
+    ],
+)
+def test_a_bad_url_value_is_shown_without_its_password(
+    key: str, value: str, tmp_path: Path
+) -> None:
+    path = write(tmp_path, f"[downloader]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings({"DOWNLOADER_CONFIG": path})
+    text = str(info.value)
+    assert "S3cret" not in text
+    assert f"bad value for {key} = " in text
+
+
+def test_passwords_of_every_url_in_a_text_are_masked() -> None:
+    text = (
+        "pyamqp://u:p%40ss@b1:5671//;pyamqp://u:pw2@b2//, redis://:tok@r:6379/0 and http://h/a:b@c"
+    )
+    assert config.mask_url_passwords(text) == (
+        "pyamqp://u:***@b1:5671//;pyamqp://u:***@b2//, redis://:***@r:6379/0 and http://h/a:b@c"
+    )

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from downloaderApp.config import Settings, get_settings
+from downloaderApp.config import Settings, get_settings, mask_url_passwords
 from downloaderApp.errors import ConfigError, ConfigUnreadable
 from downloaderApp.version import __version__
 
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args, settings)
     except OperationalError as exc:
-        _err(f"cannot reach the broker: {exc}")
+        _err(mask_url_passwords(f"cannot reach the broker: {exc}"))
         return EXIT_BROKER
     except KeyboardInterrupt:
         return 130

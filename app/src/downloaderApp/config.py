@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import pwd
+import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -33,6 +34,7 @@ __all__ = [
     "Settings",
     "get_settings",
     "load_settings",
+    "mask_url_passwords",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,16 @@ class Settings:
     broker_ca_file: Path | None = None
     # Where the values came from: the file read, or None when only defaults/env were used.
     config_file: str | None = field(default=None, compare=False)
+
+
+# The password of a URL's userinfo (scheme://user:password@host), wherever URLs sit in a text.
+# Also in a malformed one (scheme:/user:password@host), which is what an error message shows.
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:/*[^\s:/@;'\"]*:)[^\s@;'\"]*(@)")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``, for messages and logs."""
+    return _URL_PASSWORD.sub(r"\1***\2", text)
 
 
 def _parse_broker_url(raw: str) -> str:
@@ -283,7 +295,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[key] = parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"bad value for {key} = {raw!r} in {origin}: {exc}") from None
+            message = f"bad value for {key} = {raw!r} in {origin}: {exc}"
+            raise ConfigError(mask_url_passwords(message)) from None
     return Settings(config_file=config_file, **values)
 
 
