@@ -11,6 +11,7 @@ Endpoints (GET):
   /status/CODE           always answers CODE
   /flaky/KEY             500 on the first request per KEY, then FIXED_BODY
   /truncated             announces 10000 bytes, sends 5000, closes the connection
+  /identity-short        the same with Transfer-Encoding: identity
   /echo-host             the Host header it received, as the body
 Every request is counted per path (with query) in ``hits``.
 
@@ -167,10 +168,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(500, b"try again\n", "text/plain")
             else:
                 self._send(200, FIXED_BODY)
-        elif head == "truncated":
+        elif head in ("truncated", "identity-short"):
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(TRUNCATED_LENGTH))
+            if head == "identity-short":
+                self.send_header("Transfer-Encoding", "identity")
             self.end_headers()
             with contextlib.suppress(OSError):
                 self.wfile.write(b"t" * TRUNCATED_SENT)

@@ -121,6 +121,7 @@ def test_environment_only(no_default_file: None) -> None:
         ("max_bytes", "1.5", "expected an integer"),
         ("max_redirects", "-1", "must be >= 0"),
         ("max_retries", "three", "expected an integer"),
+        ("allow_https_to_http_redirects", "maybe", "expected true or false"),
         ("connect_timeout", "0", "positive"),
         ("read_timeout", "soon", "number of seconds"),
         ("list_timeout", "nan", "positive, finite"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import os
@@ -20,6 +21,7 @@ from downloaderApp.errors import (
     FileExists,
     ForbiddenAddress,
     InvalidURL,
+    TransientDownloadError,
 )
 from downloaderApp.fetch import download_to_dir, remove_stale_parts
 from downloaderApp.safety import check_address, parse_url, resolve_checked
@@ -277,3 +279,34 @@ def test_remove_stale_parts_only_old_temporary_files(tmp_path: Path) -> None:
     assert remove_stale_parts(tmp_path) == [".part-old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".part-new", "f"]
     assert remove_stale_parts(tmp_path / "missing") == []
+
+
+def test_a_short_body_with_transfer_encoding_identity_is_an_error(
+    http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """Content-Length holds unless the body is chunked: 5000 of 10000 bytes is no file."""
+    url = f"http://127.0.0.1:{http_server.port}/identity-short"
+    with pytest.raises(TransientDownloadError, match="after 5000 of 10000 bytes"):
+        download_to_dir(url, "short.bin", settings_for(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_redirect_from_https_to_http_is_refused_unless_allowed(
+    https_server: LoopbackServer, http_server: LoopbackServer, tls_files: Path, tmp_path: Path
+) -> None:
+    resolver = RecordingResolver(
+        {"secure.downloader.test": ["127.0.0.1"], "plain.downloader.test": ["127.0.0.1"]}
+    )
+    hop = f"http://plain.downloader.test:{http_server.port}/fixed"
+    url = f"https://secure.downloader.test:{https_server.port}/redirect-to?url={hop}"
+    context = _client_context(tls_files)
+    with pytest.raises(DownloadFailed, match="https to http"):
+        download_to_dir(
+            url, "down.bin", settings_for(tmp_path), resolver=resolver, ssl_context=context
+        )
+    assert resolver.calls == ["secure.downloader.test"]  # the http hop is never looked up
+    assert list(tmp_path.iterdir()) == []
+
+    allowing = dataclasses.replace(settings_for(tmp_path), allow_https_to_http_redirects=True)
+    result = download_to_dir(url, "down.bin", allowing, resolver=resolver, ssl_context=context)
+    assert result["url"] == hop

@@ -60,6 +60,9 @@ class Settings:
     read_timeout: float = 30.0
     max_redirects: int = 5
     max_retries: int = 3
+    # A redirect from https to http is refused (the rest of the download would travel in clear
+    # text, open to tampering) unless this is true.
+    allow_https_to_http_redirects: bool = False
     list_timeout: float = 0.5
     # Extra keys (not in the tutorial's contract; the defaults are what the contract implies).
     retry_backoff: float = 2.0
@@ -156,6 +159,15 @@ def _seconds(raw: str) -> float:
     return value
 
 
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _parse_queue(raw: str) -> str:
     value = raw.strip()
     if not value or any(ch.isspace() for ch in value) or len(value) > 200:
@@ -173,6 +185,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "read_timeout": _seconds,
     "max_redirects": _int_parser(0),
     "max_retries": _int_parser(0),
+    "allow_https_to_http_redirects": _parse_bool,
     "list_timeout": _seconds,
     "retry_backoff": _seconds,
     "queue": _parse_queue,

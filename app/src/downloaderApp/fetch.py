@@ -228,7 +228,11 @@ def _check_status(response: http.client.HTTPResponse, target: Target) -> None:
 
 
 def _content_length(response: http.client.HTTPResponse) -> int | None:
-    if response.getheader("Transfer-Encoding"):
+    # Only chunked framing replaces Content-Length (http.client reads the body by chunks then);
+    # with any other Transfer-Encoding (identity...) the length still holds, and a shorter
+    # body is an error like any other.
+    codings = (response.getheader("Transfer-Encoding") or "").lower().split(",")
+    if codings[-1].strip() == "chunked":
         return None
     value = response.getheader("Content-Length")
     if value is None:
@@ -463,7 +467,17 @@ def download_to_dir(
                         f"(last from {target.url})"
                     )
                 redirects += 1
-                target = parse_url(urljoin(target.url, location.strip()))
+                hop = parse_url(urljoin(target.url, location.strip()))
+                if (
+                    target.scheme == "https"
+                    and hop.scheme == "http"
+                    and not settings.allow_https_to_http_redirects
+                ):
+                    raise DownloadFailed(
+                        f"redirect from {target.url} to {hop.url} refused: https to http "
+                        "(allow_https_to_http_redirects is false)"
+                    )
+                target = hop
                 continue
             _check_status(response, target)
             expected = _content_length(response)
