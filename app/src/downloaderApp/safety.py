@@ -49,14 +49,30 @@ def _show(text: str, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
+# Characters that show as blank space although they are letters or symbols (Hangul fillers,
+# the blank Braille pattern), besides the space separators (Unicode category Zs).
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Look like a path separator without being one (those of NFKC are found through NFKC).
+_SLASH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f9\u2216\u2571\u2572")
+
+
+def _blank(char: str) -> bool:
+    return unicodedata.category(char) == "Zs" or char in _FILLERS
+
+
 def validate_filename(name: object) -> str:
-    """Return ``name`` if it is a plain file name that stays inside the download directory.
+    """Return ``name`` in Unicode NFC if it is a plain file name that stays inside the download
+    directory and shows as what it is in a listing.
 
     Refused: non-strings, the empty name, names longer than 255 bytes in UTF-8, names with a
     ``/`` or ``\\``, names starting with a dot (``.``, ``..``, hidden files and the ``.part-``
-    temporary files), names containing ``..``, and names with control or other invisible
+    temporary files), names containing ``..``, names with control or other invisible
     characters (Unicode categories C* and Zl/Zp: NUL, newlines, DEL, bidi overrides,
-    zero-width characters, surrogates, line/paragraph separators...).
+    zero-width characters, surrogates, line/paragraph separators...), names made only of blanks
+    or that begin or end with one (spaces of any width, Hangul fillers), and names with a
+    look-alike of a separator or of a dot (U+FF0E FULLWIDTH FULL STOP, U+2215 DIVISION SLASH,
+    U+FF0F FULLWIDTH SOLIDUS...). NFC makes the
+    composed and the decomposed ``café`` one name.
     """
     if not isinstance(name, str):
         raise InvalidFilename(f"filename must be a string, not {type(name).__name__}")
@@ -69,12 +85,26 @@ def validate_filename(name: object) -> str:
                 f"filename {_show(name)} contains a control or invisible character "
                 f"U+{ord(char):04X}"
             )
+    name = unicodedata.normalize("NFC", name)
+    if all(_blank(char) for char in name):
+        raise InvalidFilename(f"filename {_show(name)} is made only of blanks")
+    if _blank(name[0]) or _blank(name[-1]):
+        raise InvalidFilename(f"filename {_show(name)} begins or ends with a blank")
     if "/" in name or "\\" in name:
         raise InvalidFilename(f"filename {_show(name)} contains a path separator ('/' or '\\')")
     if name.startswith("."):
         raise InvalidFilename(f"filename {_show(name)} starts with a dot")
     if ".." in name:
         raise InvalidFilename(f"filename {_show(name)} contains '..'")
+    compatible = unicodedata.normalize("NFKC", name)
+    if (
+        any(char in _SLASH_LOOKALIKES for char in name)
+        or any(sep in compatible for sep in ("/", "\\", ".."))
+        or compatible.startswith(".")
+    ):
+        raise InvalidFilename(
+            f"filename {_show(name)} contains a look-alike of a path separator or of a dot"
+        )
     size = len(name.encode("utf-8"))
     if size > MAX_FILENAME_BYTES:
         raise InvalidFilename(
