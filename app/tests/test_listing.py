@@ -43,11 +43,12 @@ def test_list_answers_within_one_second(downloaded: str) -> None:
     assert min(timings) >= LIST_TIMEOUT * 0.9  # it did wait for other workers' replies
 
 
-def test_list_skips_temporary_files(worker: str, download_dir: Path, unique: str) -> None:
+def test_list_skips_temporary_files(downloaded: str, download_dir: Path, unique: str) -> None:
     temp = download_dir / f".part-{unique}"
     temp.write_bytes(b"in progress")
     try:
         names = {r["name"] for r in list.delay().get(timeout=5)}
+        assert downloaded in names  # the listing lists: its silence about temp means something
         assert temp.name not in names
     finally:
         temp.unlink()
