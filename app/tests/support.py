@@ -13,6 +13,10 @@ Endpoints (GET):
   /truncated             announces 10000 bytes, sends 5000, closes the connection
   /identity-short        the same with Transfer-Encoding: identity
   /echo-host             the Host header it received, as the body
+  /trickle/N             a 200 announcing N bytes, then one byte every 0.25 s
+  /flood/KIND            3 MiB of what is not body, then a 10-byte body: KIND interim (100
+                         Continue responses), extensions (1-byte chunks with long chunk
+                         extensions) or trailers (trailer fields after the last chunk)
 Every request is counted per path (with query) in ``hits``.
 
 Also ``run_unprivileged``: a function run in a forked child that file permissions bite (as
@@ -42,6 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 FIXED_BODY = bytes(range(256)) * 40  # 10240 bytes
 TRUNCATED_LENGTH = 10000
 TRUNCATED_SENT = 5000
+FLOOD_BYTES = 3 * 1024 * 1024
 
 
 class LoopbackServer(ThreadingHTTPServer):
@@ -133,6 +138,46 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _raw(self, data: bytes) -> bool:
+        """Write DATA as is; False once the client has gone."""
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            return False
+        return True
+
+    def _trickle(self, size: int) -> None:
+        head = f"HTTP/1.0 200 OK\r\nContent-Length: {size}\r\n\r\n".encode()
+        if self._raw(head):
+            for _ in range(size):
+                time.sleep(0.25)
+                if not self._raw(b"t"):
+                    break
+        self.close_connection = True
+
+    def _flood(self, kind: str) -> None:
+        limit, sent = FLOOD_BYTES, 0
+        if kind == "interim":
+            piece = b"HTTP/1.1 100 Continue\r\n\r\n"
+            while sent < limit and self._raw(piece * 1000):
+                sent += len(piece) * 1000
+            self._raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789")
+        else:
+            self._raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            if kind == "extensions":
+                piece = b"1;" + b"e" * 60000 + b"\r\nx\r\n"
+                while sent < limit and self._raw(piece):
+                    sent += len(piece)
+                self._raw(b"0\r\n\r\n")
+            else:
+                self._raw(b"a\r\n0123456789\r\n0\r\n")
+                piece = b"X-Trailer: " + b"t" * 60000 + b"\r\n"
+                while sent < limit and self._raw(piece):
+                    sent += len(piece)
+                self._raw(b"\r\n")
+        self.close_connection = True
+
     def do_GET(self) -> None:
         with self.server.lock:
             self.server.hits[self.path] += 1
@@ -179,6 +224,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"t" * TRUNCATED_SENT)
                 self.wfile.flush()
             self.close_connection = True
+        elif head == "trickle":
+            self._trickle(int(arg))
+        elif head == "flood":
+            self._flood(arg)
         elif head == "echo-host":
             self._send(200, self.headers.get("Host", "").encode(), "text/plain")
         else:

@@ -21,6 +21,7 @@ from downloaderApp.errors import (
     FileExists,
     ForbiddenAddress,
     InvalidURL,
+    ResponseTooLarge,
     TransientDownloadError,
 )
 from downloaderApp.fetch import download_to_dir, remove_stale_parts
@@ -310,3 +311,27 @@ def test_a_redirect_from_https_to_http_is_refused_unless_allowed(
     allowing = dataclasses.replace(settings_for(tmp_path), allow_https_to_http_redirects=True)
     result = download_to_dir(url, "down.bin", allowing, resolver=resolver, ssl_context=context)
     assert result["url"] == hop
+
+
+def test_a_trickling_server_meets_the_download_deadline(
+    http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """Each byte comes within the read timeout; the whole download does not come in time."""
+    settings = dataclasses.replace(settings_for(tmp_path), read_timeout=1, download_deadline=1.5)
+    started = time.monotonic()
+    with pytest.raises(DownloadFailed, match=r"took longer than download_deadline=1\.5 s"):
+        download_to_dir(f"http://127.0.0.1:{http_server.port}/trickle/40", "slow.bin", settings)
+    assert time.monotonic() - started < 5
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["interim", "extensions", "trailers"])
+def test_every_byte_read_counts_not_only_the_body(
+    kind: str, http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """3 MiB of interim responses, chunk extensions or trailers around a 10-byte body: the
+    download stops after max_bytes and the allowance for headers and framing."""
+    settings = dataclasses.replace(settings_for(tmp_path), max_bytes=1024)
+    with pytest.raises(ResponseTooLarge, match=r"read more than 1049600 bytes"):
+        download_to_dir(f"http://127.0.0.1:{http_server.port}/flood/{kind}", "flood.bin", settings)
+    assert list(tmp_path.iterdir()) == []

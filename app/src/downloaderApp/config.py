@@ -60,6 +60,10 @@ class Settings:
     read_timeout: float = 30.0
     max_redirects: int = 5
     max_retries: int = 3
+    # Seconds one download may take from its first connection to its last byte, redirects
+    # included, on every pool (the thread pool ignores Celery's time limits): below the worker's
+    # --soft-time-limit (240 s) and stop timeout (330 s) of the celery_worker role.
+    download_deadline: float = 230.0
     # A redirect from https to http is refused (the rest of the download would travel in clear
     # text, open to tampering) unless this is true.
     allow_https_to_http_redirects: bool = False
@@ -185,6 +189,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "read_timeout": _seconds,
     "max_redirects": _int_parser(0),
     "max_retries": _int_parser(0),
+    "download_deadline": _seconds,
     "allow_https_to_http_redirects": _parse_bool,
     "list_timeout": _seconds,
     "retry_backoff": _seconds,

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import hashlib
 import http.client
+import io
 import logging
 import os
 import socket
@@ -59,6 +60,9 @@ OK_STATUSES = frozenset({200, 203})
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 USER_AGENT = f"downloader-app/{__version__}"
 MAX_RETRY_AFTER = 300.0
+# Bytes a download may read from its connections besides max_bytes of body: status lines,
+# headers, interim (1xx) responses, chunk framing and trailers, over every redirect hop.
+WIRE_OVERHEAD = 1024 * 1024
 
 _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
@@ -73,6 +77,111 @@ def default_ssl_context() -> ssl.SSLContext:
         return _ssl_context
 
 
+class _OverBudget(Exception):
+    """Raised inside http.client's reads; not a ValueError, which http.client would turn
+    into IncompleteRead (the app's errors are ValueErrors). download_to_dir raises ``error``."""
+
+    def __init__(self, error: DownloadFailed | ResponseTooLarge) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Budget:
+    """What one download may spend on its connections: a deadline (``download_deadline`` from
+    its start) and a number of bytes read (``max_bytes`` plus :data:`WIRE_OVERHEAD`), counted on
+    every read of the socket, so that they hold on every pool (the thread pool ignores Celery's
+    time limits) and for every part of a response, not only the body."""
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.deadline = time.monotonic() + settings.download_deadline
+        self.seconds = settings.download_deadline
+        self.max_read = settings.max_bytes + WIRE_OVERHEAD
+        self.read = 0
+        self.url = url
+
+    def timeout(self, read_timeout: float) -> float:
+        """The timeout of the next read: ``read_timeout``, or less when the deadline is near."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.late()
+        return min(read_timeout, left)
+
+    def late(self) -> _OverBudget:
+        return _OverBudget(
+            DownloadFailed(
+                f"download of {self.url} took longer than download_deadline={self.seconds:g} s"
+            )
+        )
+
+    def count(self, n: int) -> None:
+        self.read += n
+        if self.read > self.max_read:
+            raise _OverBudget(
+                ResponseTooLarge(
+                    f"read more than {self.max_read} bytes (max_bytes and {WIRE_OVERHEAD} bytes "
+                    f"of headers and framing) from {self.url}"
+                )
+            )
+
+
+class _BudgetReader(io.RawIOBase):
+    """The socket's reads for http.client, each under the budget's timeout and count."""
+
+    def __init__(self, owner: _BudgetSocket, budget: Budget, read_timeout: float) -> None:
+        self.owner, self.sock = owner, owner._sock
+        self.budget, self.read_timeout = budget, read_timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self.owner._reader_closed()
+
+    def readinto(self, buffer: Any) -> int:
+        timeout = self.budget.timeout(self.read_timeout)
+        self.sock.settimeout(timeout)
+        try:
+            n = self.sock.recv_into(buffer)
+        except TimeoutError:
+            if timeout < self.read_timeout:
+                raise self.budget.late() from None
+            raise
+        self.budget.count(n)
+        return n
+
+
+class _BudgetSocket:
+    """The connection's socket as http.client sees it: its responses read through
+    :class:`_BudgetReader`, everything else (sendall...) the socket's own. Like a socket's own
+    makefile, an open reader keeps the socket open after close() (http.client closes the
+    connection of a "Connection: close" response before reading its body)."""
+
+    def __init__(self, sock: socket.socket, budget: Budget, read_timeout: float) -> None:
+        self._sock, self._budget, self._read_timeout = sock, budget, read_timeout
+        self._readers = 0
+        self._closing = False
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        assert mode == "rb", mode
+        self._readers += 1
+        return io.BufferedReader(_BudgetReader(self, self._budget, self._read_timeout))
+
+    def _reader_closed(self) -> None:
+        self._readers -= 1
+        if self._closing and self._readers == 0:
+            self._sock.close()
+
+    def close(self) -> None:
+        self._closing = True
+        if self._readers == 0:
+            self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class PinnedHTTPConnection(http.client.HTTPConnection):
     """An HTTP connection to ``host`` that connects to an already checked IP address.
 
@@ -82,11 +191,22 @@ class PinnedHTTPConnection(http.client.HTTPConnection):
     """
 
     def __init__(
-        self, host: str, port: int, address: str, connect_timeout: float, read_timeout: float
+        self,
+        host: str,
+        port: int,
+        address: str,
+        connect_timeout: float,
+        read_timeout: float,
+        budget: Budget | None = None,
     ) -> None:
         super().__init__(host, port, timeout=connect_timeout)
         self.pinned_address = address
         self.read_timeout = read_timeout
+        self.budget = budget
+
+    def _bounded(self, sock: socket.socket) -> Any:
+        sock.settimeout(self.read_timeout)
+        return sock if self.budget is None else _BudgetSocket(sock, self.budget, self.read_timeout)
 
     def _open_socket(self) -> socket.socket:
         sock = socket.create_connection((self.pinned_address, self.port), self.timeout)
@@ -99,9 +219,7 @@ class PinnedHTTPConnection(http.client.HTTPConnection):
         return sock
 
     def connect(self) -> None:
-        sock = self._open_socket()
-        sock.settimeout(self.read_timeout)
-        self.sock = sock
+        self.sock = self._bounded(self._open_socket())
 
 
 class PinnedHTTPSConnection(PinnedHTTPConnection):
@@ -117,8 +235,9 @@ class PinnedHTTPSConnection(PinnedHTTPConnection):
         connect_timeout: float,
         read_timeout: float,
         context: ssl.SSLContext,
+        budget: Budget | None = None,
     ) -> None:
-        super().__init__(host, port, address, connect_timeout, read_timeout)
+        super().__init__(host, port, address, connect_timeout, read_timeout, budget)
         self.ssl_context = context
 
     def connect(self) -> None:
@@ -128,12 +247,15 @@ class PinnedHTTPSConnection(PinnedHTTPConnection):
         except BaseException:
             sock.close()
             raise
-        tls.settimeout(self.read_timeout)
-        self.sock = tls
+        self.sock = self._bounded(tls)
 
 
 def _connect(
-    target: Target, addresses: list[str], settings: Settings, context: ssl.SSLContext
+    target: Target,
+    addresses: list[str],
+    settings: Settings,
+    context: ssl.SSLContext,
+    budget: Budget,
 ) -> http.client.HTTPConnection:
     """Connect to the first checked address that answers."""
     failures: list[str] = []
@@ -147,10 +269,16 @@ def _connect(
                 settings.connect_timeout,
                 settings.read_timeout,
                 context,
+                budget,
             )
         else:
             conn = PinnedHTTPConnection(
-                target.host, target.port, address, settings.connect_timeout, settings.read_timeout
+                target.host,
+                target.port,
+                address,
+                settings.connect_timeout,
+                settings.read_timeout,
+                budget,
             )
         try:
             conn.connect()
@@ -449,52 +577,56 @@ def download_to_dir(
         raise FileExists(f"{name} exists already in {settings.download_dir} (overwrite=False)")
     context = ssl_context or default_ssl_context()
 
-    redirects = 0
-    while True:
-        addresses = resolve_checked(target, settings.allowed_networks, resolver)
-        conn = _connect(target, addresses, settings, context)
-        try:
-            response = _request(conn, target)
-            if response.status in REDIRECT_STATUSES:
-                location = response.getheader("Location")
-                if not location:
-                    raise DownloadFailed(
-                        f"HTTP {response.status} redirect without Location from {target.url}"
+    budget = Budget(settings, target.url)
+    try:
+        redirects = 0
+        while True:
+            addresses = resolve_checked(target, settings.allowed_networks, resolver)
+            conn = _connect(target, addresses, settings, context, budget)
+            try:
+                response = _request(conn, target)
+                if response.status in REDIRECT_STATUSES:
+                    location = response.getheader("Location")
+                    if not location:
+                        raise DownloadFailed(
+                            f"HTTP {response.status} redirect without Location from {target.url}"
+                        )
+                    if redirects >= settings.max_redirects:
+                        raise TooManyRedirects(
+                            f"more than max_redirects={settings.max_redirects} redirects "
+                            f"(last from {target.url})"
+                        )
+                    redirects += 1
+                    hop = parse_url(urljoin(target.url, location.strip()))
+                    if (
+                        target.scheme == "https"
+                        and hop.scheme == "http"
+                        and not settings.allow_https_to_http_redirects
+                    ):
+                        raise DownloadFailed(
+                            f"redirect from {target.url} to {hop.url} refused: https to http "
+                            "(allow_https_to_http_redirects is false)"
+                        )
+                    target = hop
+                    continue
+                _check_status(response, target)
+                expected = _content_length(response)
+                if expected is not None and expected > settings.max_bytes:
+                    raise ResponseTooLarge(
+                        f"response from {target.url} announces {expected} bytes, more than "
+                        f"max_bytes={settings.max_bytes}"
                     )
-                if redirects >= settings.max_redirects:
-                    raise TooManyRedirects(
-                        f"more than max_redirects={settings.max_redirects} redirects "
-                        f"(last from {target.url})"
-                    )
-                redirects += 1
-                hop = parse_url(urljoin(target.url, location.strip()))
-                if (
-                    target.scheme == "https"
-                    and hop.scheme == "http"
-                    and not settings.allow_https_to_http_redirects
-                ):
-                    raise DownloadFailed(
-                        f"redirect from {target.url} to {hop.url} refused: https to http "
-                        "(allow_https_to_http_redirects is false)"
-                    )
-                target = hop
-                continue
-            _check_status(response, target)
-            expected = _content_length(response)
-            if expected is not None and expected > settings.max_bytes:
-                raise ResponseTooLarge(
-                    f"response from {target.url} announces {expected} bytes, more than "
-                    f"max_bytes={settings.max_bytes}"
-                )
-            size, sha256 = _store(response, target, final, settings, overwrite, expected)
-            return {
-                "host": socket.gethostname(),
-                "path": str(final),
-                "filename": name,
-                "bytes": size,
-                "sha256": sha256,
-                "content_type": response.getheader("Content-Type"),
-                "url": target.url,
-            }
-        finally:
-            conn.close()
+                size, sha256 = _store(response, target, final, settings, overwrite, expected)
+                return {
+                    "host": socket.gethostname(),
+                    "path": str(final),
+                    "filename": name,
+                    "bytes": size,
+                    "sha256": sha256,
+                    "content_type": response.getheader("Content-Type"),
+                    "url": target.url,
+                }
+            finally:
+                conn.close()
+    except _OverBudget as over:
+        raise over.error from None
