@@ -6,9 +6,12 @@ import dataclasses
 import hashlib
 import ipaddress
 import os
+import resource
 import shutil
+import signal
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -334,4 +337,63 @@ def test_every_byte_read_counts_not_only_the_body(
     settings = dataclasses.replace(settings_for(tmp_path), max_bytes=1024)
     with pytest.raises(ResponseTooLarge, match=r"read more than 1049600 bytes"):
         download_to_dir(f"http://127.0.0.1:{http_server.port}/flood/{kind}", "flood.bin", settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_downloads_racing_for_one_name_leave_one_whole_file(
+    http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """Both pass the early "exists" check; the first to finish installs its file, the other
+    gets FileExists, and neither the loser's bytes nor a temporary file stay behind."""
+    fast, slow = "/slow/0.5", "/trickle/4"  # b"finally\n" after 0.5 s; b"tttt" over 1 s
+    outcomes: dict[str, object] = {}
+
+    def fetch(path: str) -> None:
+        try:
+            outcomes[path] = download_to_dir(
+                http_server.url(path), "race.bin", settings_for(tmp_path)
+            )
+        except Exception as exc:
+            outcomes[path] = exc
+
+    threads = [threading.Thread(target=fetch, args=(path,)) for path in (fast, slow)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert isinstance(outcomes[fast], dict), outcomes
+    assert isinstance(outcomes[slow], FileExists), outcomes
+    assert [p.name for p in tmp_path.iterdir()] == ["race.bin"]
+    assert (tmp_path / "race.bin").read_bytes() == b"finally\n"
+
+
+def test_a_write_that_fails_midway_leaves_no_file(
+    http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """The disk refuses more bytes halfway (here a file size limit of 64 KiB, EFBIG, as ENOSPC
+    on a full disk): DownloadFailed naming the write, and the temporary file removed. Run in a
+    forked child, so that the limit binds that child alone."""
+    url = http_server.url("/size/1000000")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 70
+        try:
+            os.close(read_end)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
+            try:
+                download_to_dir(url, "big.bin", settings_for(tmp_path))
+                message = "no error"
+            except DownloadFailed as exc:
+                message = str(exc)
+            os.write(write_end, message.encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert message == "cannot write the download: File too large", message
     assert list(tmp_path.iterdir()) == []
