@@ -31,6 +31,7 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,6 +41,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -232,6 +234,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, self.headers.get("Host", "").encode(), "text/plain")
         else:
             self._send(404, b"not found\n", "text/plain")
+
+
+BIN = Path(sys.executable).parent / "downloader"
+
+
+def downloader(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
+    # Without the installed script, the same entry point through the module.
+    script = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "downloaderApp"]
+    command = [*script, *args]
+    return subprocess.run(
+        command,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def closed_port() -> int:

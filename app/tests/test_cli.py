@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from support import FIXED_BODY, LoopbackServer, closed_port
-
-BIN = Path(sys.executable).parent / "downloader"
-
-
-def downloader(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
-    # Without the installed script, the same entry point through the module.
-    script = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "downloaderApp"]
-    command = [*script, *args]
-    return subprocess.run(
-        command,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+from support import BIN, FIXED_BODY, LoopbackServer, closed_port, downloader
 
 
 def test_console_script_is_installed() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,8 +16,14 @@ import pytest
 
 from downloaderApp import app, download, list
 from downloaderApp.config import get_settings
-from downloaderApp.listing import CONTROL_COMMAND, collect_listing, local_listing, merge_replies
-from support import FIXED_BODY, LoopbackServer
+from downloaderApp.listing import (
+    CONTROL_COMMAND,
+    collect_listing,
+    collect_page,
+    local_listing,
+    merge_replies,
+)
+from support import FIXED_BODY, LoopbackServer, downloader
 from testenv import LIST_TIMEOUT
 
 
@@ -108,3 +118,76 @@ def test_local_listing_only_regular_files(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "file")
     (tmp_path / ".part-abc").write_bytes(b"y")
     assert local_listing(tmp_path)["files"] == ["file"]
+
+
+def test_local_listing_keeps_the_first_names_and_counts_all(tmp_path: Path) -> None:
+    for i in (5, 3, 9, 1, 7):
+        (tmp_path / f"f{i}").write_bytes(b"x" * i)
+    listing = local_listing(tmp_path, 2)
+    assert (listing["files"], listing["bytes"], listing["total"]) == (
+        ["f1", "f3"],
+        {"f1": 1, "f3": 3},
+        5,
+    )
+    later = local_listing(tmp_path, 2, after="f3")
+    assert (later["files"], later["total"], later["before"]) == (["f5", "f7"], 5, 2)
+
+
+def test_a_name_on_two_hosts_is_not_split_between_pages(tmp_path: Path) -> None:
+    def reply(host: str, names: Any) -> dict[str, Any]:
+        return {"host": host, "files": names, "bytes": dict.fromkeys(names, 1), "total": len(names)}
+
+    class Control:
+        def broadcast(self, *args: Any, **kwargs: Any) -> Any:
+            return [{"n1@a": reply("a", ["x", "y"])}, {"n1@b": reply("b", ["y", "z"])}]
+
+    settings = dataclasses.replace(get_settings(), list_limit=2)
+    page, nodes, total, before = collect_page(
+        SimpleNamespace(control=Control()), settings, include_local=False
+    )
+    assert [(r["name"], r["host"]) for r in page] == [("x", "a"), ("y", "a"), ("y", "b")]
+    assert (nodes, total, before) == (["n1@a", "n1@b"], 4, 0)
+
+
+MANY = 100_000
+
+
+@pytest.fixture
+def many_files(worker: str, download_dir: Path) -> Iterator[int]:
+    """MANY empty files in the worker's download directory (named after every other test's);
+    yields how many files the directory holds in all."""
+    names = [download_dir / f"zz-many-{i:06d}.bin" for i in range(MANY)]
+    for path in names:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o640))
+    try:
+        yield local_listing(download_dir, 0)["total"]
+    finally:
+        for path in names:
+            path.unlink(missing_ok=True)
+
+
+def test_a_listing_of_100000_files_stays_bounded(many_files: int) -> None:
+    """The tutorial's list.delay().get(timeout=1) answers with the first list_limit (1000)
+    files; a worker's reply holds only the names asked for, with the counts; the command line
+    pages from any name on, and says where the page is."""
+    records = list.delay().get(timeout=1)
+    assert len(records) == 1000
+    assert records == sorted(records, key=lambda r: (r["name"], r["host"]))
+
+    replies = app.control.broadcast(CONTROL_COMMAND, arguments={"first": 20}, reply=True, timeout=1)
+    ((reply,),) = [r.values() for r in replies]
+    assert (len(reply["files"]), reply["total"]) == (20, many_files)
+
+    last = downloader("list", "--after", f"zz-many-{MANY - 4:06d}.bin")
+    assert last.returncode == 0, last.stderr
+    assert [line.split()[-1] for line in last.stdout.splitlines()] == [
+        f"zz-many-{i:06d}.bin" for i in range(MANY - 3, MANY)
+    ]
+    assert f"files {many_files - 2}-{many_files} of {many_files}\n" in last.stderr
+    first = downloader("list", "--json", "--limit", "5000")  # capped at list_limit
+    page = json.loads(first.stdout)
+    assert len(page) == 1000
+    assert (
+        f"files 1-1000 of {many_files}; next: downloader list --after {page[-1]['name']}"
+        in first.stderr
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -46,6 +47,22 @@ def _positive(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return value
+
+
+def _integer(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more")
+        return value
+
+    return parse
+
+
+_count = _integer(1)
 
 
 def _human_size(size: int) -> str:
@@ -108,10 +125,12 @@ def _cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from downloaderApp.celery_app import app
-    from downloaderApp.listing import collect_listing
+    from downloaderApp.listing import collect_page
 
     timeout = args.timeout if args.timeout is not None else settings.list_timeout
-    records, nodes = collect_listing(app, settings, include_local=False, timeout=timeout)
+    records, nodes, total, before = collect_page(
+        app, settings, include_local=False, timeout=timeout, after=args.after, limit=args.limit
+    )
     if not nodes:
         if args.json:
             _print_json([])
@@ -127,6 +146,11 @@ def _cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 f"{record['host']:<{width}}  {_human_size(record['bytes']):>10}  {record['name']}"
             )
+    shown_end = before + len(records)
+    if records and (before > 0 or shown_end < total):
+        last = shlex.quote(records[-1]["name"])
+        more = f"; next: downloader list --after {last}" if shown_end < total else ""
+        _err(f"files {before + 1}-{shown_end} of {total}{more}")
     return EXIT_OK
 
 
@@ -177,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     list_.add_argument("--json", action="store_true", help="print JSON")
     list_.add_argument(
         "--timeout", type=_positive, metavar="SECONDS", help="wait for replies (list_timeout)"
+    )
+    list_.add_argument("--after", metavar="NAME", help="the files whose names come after NAME")
+    list_.add_argument(
+        "--limit", type=_count, metavar="N", help="files per page (list_limit, and at most that)"
     )
     list_.set_defaults(func=_cmd_list)
 

@@ -68,6 +68,9 @@ class Settings:
     # text, open to tampering) unless this is true.
     allow_https_to_http_redirects: bool = False
     list_timeout: float = 0.5
+    # Files list() returns at most (the first by name), and a page of `downloader list`: the
+    # replies stay far below RabbitMQ's message size limit whatever a worker's directory holds.
+    list_limit: int = 1000
     # Extra keys (not in the tutorial's contract; the defaults are what the contract implies).
     retry_backoff: float = 2.0
     queue: str = "celery"
@@ -192,6 +195,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "download_deadline": _seconds,
     "allow_https_to_http_redirects": _parse_bool,
     "list_timeout": _seconds,
+    "list_limit": _int_parser(1),
     "retry_backoff": _seconds,
     "queue": _parse_queue,
     "broker_ca_file": _parse_ca_file,
