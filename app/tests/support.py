@@ -12,6 +12,7 @@ Endpoints (GET):
   /flaky/KEY             500 on the first request per KEY, then FIXED_BODY
   /truncated             announces 10000 bytes, sends 5000, closes the connection
   /identity-short        the same with Transfer-Encoding: identity
+  /chunked-with-length   b"0123456789" in two chunks, with a wrong Content-Length: 4
   /echo-host             the Host header it received, as the body
   /trickle/N             a 200 announcing N bytes, then one byte every 0.25 s
   /flood/KIND            3 MiB of what is not body, then a 10-byte body: KIND interim (100
@@ -228,6 +229,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif head == "trickle":
             self._trickle(int(arg))
+        elif head == "chunked-with-length":
+            self._raw(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"
+                b"6\r\n012345\r\n4\r\n6789\r\n0\r\n\r\n"
+            )
+            self.close_connection = True
         elif head == "flood":
             self._flood(arg)
         elif head == "echo-host":

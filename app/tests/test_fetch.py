@@ -397,3 +397,14 @@ def test_a_write_that_fails_midway_leaves_no_file(
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert message == "cannot write the download: File too large", message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_chunked_framing_overrides_a_content_length(
+    http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """Transfer-Encoding chunked with Content-Length 4: the chunks decide (10 bytes), as the
+    HTTP specification says; only then is a Content-Length not binding."""
+    url = f"http://127.0.0.1:{http_server.port}/chunked-with-length"
+    result = download_to_dir(url, "chunked.bin", settings_for(tmp_path))
+    assert (tmp_path / "chunked.bin").read_bytes() == b"0123456789"
+    assert result["bytes"] == 10
