@@ -261,25 +261,17 @@ def _connect(
     failures: list[str] = []
     for address in addresses:
         conn: PinnedHTTPConnection
+        pinned = (
+            target.host,
+            target.port,
+            address,
+            settings.connect_timeout,
+            settings.read_timeout,
+        )
         if target.scheme == "https":
-            conn = PinnedHTTPSConnection(
-                target.host,
-                target.port,
-                address,
-                settings.connect_timeout,
-                settings.read_timeout,
-                context,
-                budget,
-            )
+            conn = PinnedHTTPSConnection(*pinned, context, budget)
         else:
-            conn = PinnedHTTPConnection(
-                target.host,
-                target.port,
-                address,
-                settings.connect_timeout,
-                settings.read_timeout,
-                budget,
-            )
+            conn = PinnedHTTPConnection(*pinned, budget)
         try:
             conn.connect()
             return conn
