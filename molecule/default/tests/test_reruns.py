@@ -1,16 +1,22 @@
-"""Re-runs: a firewall changed by hand is put right; a check run on the converged cluster has
+"""Re-runs: a firewall and a venv changed by hand are put right; a check run on the converged cluster has
 nothing to change."""
 
 from __future__ import annotations
 
+import time
+
 from celerylab import (
+    CA_FILE,
     CLUSTER,
     FLOWER_PORT,
+    FLOWER_URL,
     FLOWERS,
+    HTTP,
     INVENTORY,
     RECAP,
     RUNNER,
     WEB,
+    WORKERS,
     cluster_address_of,
     connect,
     host,
@@ -30,12 +36,24 @@ def zone_state(name: str) -> list[str]:
     return sorted(" ".join(line.split()) for line in out.splitlines())
 
 
-def test_firewall_changed_by_hand_is_put_right_by_the_next_run() -> None:
+VENV_PIP = "/opt/downloader/venv/bin/pip"
+
+
+def pip_show(on: str, distribution: str) -> str:
+    """The Version line of `pip show` in the app's venv, or pip's complaint."""
+    result = host(on).run(f"{VENV_PIP} show {distribution}")
+    versions = [line for line in result.stdout.splitlines() if line.startswith("Version:")]
+    return versions[0] if result.rc == 0 and versions else f"rc {result.rc}: {result.stderr.strip()}"
+
+
+def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> None:
     """On the Flower host, by hand: ssh closed for now, http opened (saved and in force), the
-    zone's saved target set to ACCEPT, and a rule that opens Flower's port to the web host
-    (outside its sources). `site.yml --tags firewall,flower_firewall` limited to that host puts
-    every setting of the zone back as it was, and Flower's port drops the web host's
-    connection again."""
+    zone's saved target set to ACCEPT, a rule that opens Flower's port to the web host
+    (outside its sources), and one of Flower's dependencies (humanize) uninstalled from the
+    app's venv. `site.yml --tags firewall,flower_firewall,celery_app_install` limited to that
+    host puts every setting of the zone back as it was (Flower's port drops the web host's
+    connection again), installs the missing distribution at its locked version from the
+    wheelhouse (the venv's stamp no longer matches the venv), and Flower answers again."""
     flower = FLOWERS[0]
     rule = (
         f'rule family="ipv4" source address="{cluster_address_of(WEB)}/32" '
@@ -52,14 +70,30 @@ def test_firewall_changed_by_hand_is_put_right_by_the_next_run() -> None:
         f"firewall-cmd {zone} --add-rich-rule='{rule}'",
         f"firewall-cmd --permanent {zone} --add-rich-rule='{rule}'",
     ]
+    locked = pip_show(flower, "humanize")
+    assert locked.startswith("Version: "), locked
     put_right = False
     try:
         host(flower).check_output(" && ".join(changes))
+        host(flower).check_output(f"{VENV_PIP} uninstall --yes humanize")
+        assert pip_show(flower, "humanize").startswith("rc "), "humanize is still installed"
         assert connect(WEB, flower, FLOWER_PORT) == "open", "the rule added by hand had no effect"
-        run_playbook("site.yml", "-i", INVENTORY, "--tags", "firewall,flower_firewall", "--limit", flower)
+        tags = "firewall,flower_firewall,celery_app_install"
+        run_playbook("site.yml", "-i", INVENTORY, "--tags", tags, "--limit", flower)
         assert zone_state(flower) == before
         put_right = True
         assert connect(WEB, flower, FLOWER_PORT).startswith("TimeoutError")
+        assert pip_show(flower, "humanize") == locked
+        # The install restarted Flower (a notified handler): it answers within a bounded wait.
+        answered = ""
+        for _ in range(30):
+            url = f"{FLOWER_URL}/healthcheck"
+            result = host(WORKERS[0]).run("python3 -c %s GET %s '' '' %s", HTTP, url, CA_FILE)
+            answered = result.stdout.strip() if result.rc == 0 else result.stderr.strip()[-200:]
+            if answered.split() == ["200", "OK"]:
+                break
+            time.sleep(1)
+        assert answered.split() == ["200", "OK"], answered
     finally:
         if not put_right:  # undo the changes by hand, for the tests after this one
             undo = [
