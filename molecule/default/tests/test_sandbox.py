@@ -1,13 +1,21 @@
-"""The units' systemd sandbox: systemd's own rating, and what a process under it may write."""
+"""The units' systemd sandbox: systemd's own rating, what a process under it may write, and
+which networks a worker node may reach."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
 from celerylab import (
+    BROKERS,
+    CONNECT,
     FLOWERS,
+    RUNNER,
+    WEB,
     WORKERS,
+    cluster_address_of,
+    connect,
     host,
     nodes_of,
     probe,
@@ -32,6 +40,13 @@ def test_units_score_ok_or_better_in_systemd_analyze_security() -> None:
 def run_in_sandbox_of(name: str, unit: str, places: list[str]) -> dict[str, str]:
     """Start a oneshot copy of UNIT (same user, same sandbox) whose only command is
     probes/sandbox_probe.sh in PLACES; return what it printed for each place."""
+    out = run_in_copy_of(name, unit, "/bin/sh", probe("sandbox_probe.sh"), places)
+    return dict(line.split(" ", 1) for line in out.strip().splitlines())
+
+
+def run_in_copy_of(name: str, unit: str, interpreter: str, script: str, args: list[str]) -> str:
+    """Start a oneshot copy of UNIT (same user, same sandbox, same IP address filter) whose only
+    command is INTERPRETER SCRIPT ARGS; return what it printed."""
     text = host(name).run("systemctl cat %s", unit)
     assert text.rc == 0, text.stderr
     skip = ("#", "ExecStart", "Type=", "Restart", "KillMode", "[Install]", "WantedBy")
@@ -40,10 +55,10 @@ def run_in_sandbox_of(name: str, unit: str, places: list[str]) -> dict[str, str]
     lines += [
         "Type=oneshot",
         f"StandardOutput=truncate:/run/{unit_name}.out",
-        f"ExecStart=/bin/sh /run/{unit_name}.sh " + " ".join(places),
+        f"ExecStart={interpreter} /run/{unit_name}.script " + " ".join(args),
     ]
     files = {
-        f"/run/{unit_name}.sh": probe("sandbox_probe.sh"),
+        f"/run/{unit_name}.script": script,
         f"/run/systemd/system/{unit_name}.service": "\n".join(lines),
     }
     for path, content in files.items():
@@ -56,7 +71,7 @@ def run_in_sandbox_of(name: str, unit: str, places: list[str]) -> dict[str, str]
         out = host(name).file(f"/run/{unit_name}.out").content_string
     finally:
         host(name).run("rm -f /run/%s.out %s %s; systemctl daemon-reload", unit_name, *files)
-    return dict(line.split(" ", 1) for line in out.strip().splitlines())
+    return out
 
 
 def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() -> None:
@@ -73,3 +88,33 @@ def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() ->
             assert "Read-only file system" in found[place], f"{unit} on {name}: {place}: {found[place]}"
         for place in writable:
             assert found[place] == "written", f"{unit} on {name}: {place}: {found[place]}"
+
+
+def test_a_worker_node_reaches_the_broker_and_the_web_but_no_denied_network() -> None:
+    """The worker unit's IP address filter: its settings name the role's default networks
+    (link-local, the clouds' metadata addresses), never sent anything here; and a process
+    under a copy of the unit reaches the broker and the web host but not client1, which this
+    scenario adds to the denied networks, while the worker host itself (outside the unit)
+    still reaches client1: the unit drops the traffic, not a firewall."""
+    worker, node = WORKERS[0], nodes_of(WORKERS[0])[0]
+    unit = f"celery-worker@{node}.service"
+    shown = host(worker).run("systemctl show --property=IPAddressDeny,IPAddressAllow %s", unit)
+    assert shown.rc == 0, shown.stderr
+    settings = dict(line.split("=", 1) for line in shown.stdout.splitlines())
+    for network in ("169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128"):
+        assert network in settings["IPAddressDeny"].split(), settings
+    assert f"{cluster_address_of(BROKERS[0])}/32" in settings["IPAddressAllow"].split(), settings
+
+    broker = f"{cluster_address_of(BROKERS[0])}:5671"
+    web = f"{cluster_address_of(WEB)}:22"
+    targets = [broker, web]
+    # The scenarios with a client host deny its address to the workers (el9 has none).
+    clients = RUNNER.get_hosts("clients")
+    denied = f"{cluster_address_of(clients[0])}:22" if clients else ""
+    if denied:
+        targets.append(denied)
+    reached = json.loads(run_in_copy_of(worker, unit, "/usr/bin/python3", CONNECT, targets))
+    assert reached[broker] == "open" and reached[web] == "open", reached
+    if clients:
+        assert reached[denied] != "open" and not reached[denied].startswith("ConnectionRefusedError"), reached
+        assert connect(worker, cluster_address_of(clients[0]), 22) == "open"
