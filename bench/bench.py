@@ -164,7 +164,9 @@ def site(label: str, extra: list[str] | None = None, mitogen: bool = False) -> d
         # Of those, the ones that ran a module on the host (the rest ran on the controller
         # alone: assert, set_fact, include_vars, argument specs, delegated tasks).
         "module_runs_by_host": {
-            h: v["on_host"] for h, v in (json.loads(counts.read_text()) if counts.exists() else {}).items()
+            h: v["on_host"]
+            for h, v in (json.loads(counts.read_text()) if counts.exists() else {}).items()
+            if h != "localhost"
         },
         "changed": sum(h["changed"] for h in recap.values()),
         "changed_by_host": {h: v["changed"] for h, v in recap.items() if v["changed"]},

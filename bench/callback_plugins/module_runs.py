@@ -1,4 +1,4 @@
-"""Count, per host, the task results that ran (ok or failed, as the recap's ok counts them), by
+"""Count, per host, the task results that ran (ok, as the recap counts them, and failed), by
 action, and whether the action ran on the host or only on the controller: what bounds a
 no-change re-run. Writes JSON to the file named by BENCH_MODULE_RUNS when the playbook ends."""
 

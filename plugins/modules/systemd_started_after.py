@@ -15,7 +15,8 @@ module: systemd_started_after
 short_description: Whether a unit's main process started after its files last changed
 description:
   - Reads the unit's C(ExecMainStartTimestampMonotonic) from systemd and the newest change time
-    (mtime) of the listed files and directories, and of everything below the directories. A
+    (of the content or of the inode: owner and mode count) of the listed files and directories,
+    and of everything below the directories. A
     directory's time changes when an entry is added, replaced or removed, so a file written
     by a rename or deleted counts as a change too.
   - C(started_after) is true only when the main process is running and started after the
@@ -46,16 +47,22 @@ changed_at:
 """
 
 
+def changed(stat: os.stat_result) -> float:
+    # The content's time, or the inode's: a new owner or mode (a key made readable to the
+    # service) moves only the latter, and needs a restart too.
+    return max(stat.st_mtime, stat.st_ctime)
+
+
 def newest_change(paths: list[str]) -> float:
     newest = 0.0
     for path in paths:
         if not os.path.lexists(path):
             continue
-        newest = max(newest, os.lstat(path).st_mtime)
+        newest = max(newest, changed(os.lstat(path)))
         if os.path.isdir(path):
             for root, dirs, files in os.walk(path):
                 for name in dirs + files:
-                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+                    newest = max(newest, changed(os.lstat(os.path.join(root, name))))
     return newest
 
 

@@ -58,7 +58,8 @@ wheel:
 # What the venv's Python reports: its distributions' normalised names and versions.
 LIST = (
     "import json; from importlib.metadata import distributions; "
-    "print(json.dumps({d.metadata['Name'].lower().replace('_', '-'): d.version for d in distributions()}))"
+    "print(json.dumps({d.metadata['Name'].lower().replace('_', '-'): d.version"
+    " for d in distributions() if d.metadata['Name']}))"
 )
 LEGACY = ".downloader-app-wheel"
 

@@ -151,10 +151,13 @@ def run(module: AnsibleModule, argv: list[str], env: dict[str, str] | None = Non
 def app_wheel(module: AnsibleModule, source: Path, apps: Path, epoch: int) -> tuple[str, str, bool]:
     """(wheel, checksum, built) for the source as it is now."""
     note = apps / f"source-{fingerprint(source)[:32]}.json"
-    if note.is_file():
-        known = json.loads(note.read_text())
-        wheel = apps / known.get("wheel", "")
-        if known.get("wheel") and wheel.is_file() and sha1(wheel) == known.get("checksum"):
+    try:
+        known = json.loads(note.read_text()) if note.is_file() else {}
+    except ValueError:
+        known = {}  # a damaged note: built again, and written anew
+    if isinstance(known, dict) and known.get("wheel"):
+        wheel = apps / str(known["wheel"])
+        if wheel.is_file() and sha1(wheel) == known.get("checksum"):
             return known["wheel"], known["checksum"], False
     if module.check_mode:
         return "", "", True
@@ -177,7 +180,9 @@ def app_wheel(module: AnsibleModule, source: Path, apps: Path, epoch: int) -> tu
             shutil.copyfile(built, partial)
             partial.chmod(0o644)
             os.replace(partial, dest)
-    note.write_text(json.dumps({"wheel": built.name, "checksum": checksum}, indent=4) + "\n")
+    partial = note.with_name(note.name + ".partial")
+    partial.write_text(json.dumps({"wheel": built.name, "checksum": checksum}, indent=4) + "\n")
+    os.replace(partial, note)
     return built.name, checksum, True
 
 

@@ -20,17 +20,22 @@ echo "ExecMainStartTimestampMonotonic=$STARTED_MONO"
 """
 
 
-def run(tmp_path: Path, started_ago: float | None, paths: list[Path]) -> dict[str, Any]:
-    """The module's result for a main process started STARTED_AGO seconds ago (None: not running)."""
+def now() -> float:
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def run(tmp_path: Path, started: float | None, paths: list[Path]) -> dict[str, Any]:
+    """The module's result for a main process started at the monotonic time STARTED (None: not
+    running)."""
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
     (bindir / "systemctl").write_text(STAND_IN)
     (bindir / "systemctl").chmod(0o755)
-    mono = 0 if started_ago is None else int((time.clock_gettime(time.CLOCK_MONOTONIC) - started_ago) * 1e6)
+    mono = 0 if started is None else int(started * 1e6)
     env = dict(
         os.environ,
         PATH=f"{bindir}:{os.environ['PATH']}",
-        MAIN_PID="0" if started_ago is None else "4242",
+        MAIN_PID="0" if started is None else "4242",
         STARTED_MONO=str(mono),
     )
     args = tmp_path / "args.json"
@@ -42,38 +47,40 @@ def run(tmp_path: Path, started_ago: float | None, paths: list[Path]) -> dict[st
     return result
 
 
-def conf_dir(tmp_path: Path, age: float) -> Path:
-    """/etc/rabbitmq as a test tree whose every entry last changed AGE seconds ago."""
+def conf_dir(tmp_path: Path) -> Path:
+    """/etc/rabbitmq as a test tree, written now."""
     etc = tmp_path / "etc"
     (etc / "tls").mkdir(parents=True)
     for path in (etc / "rabbitmq.conf", etc / "tls/server.key", etc / "inter_node_tls.config"):
         path.write_text("x")
-    when = time.time() - age
-    for path in [*etc.rglob("*"), etc]:
-        os.utime(path, (when, when))
+    time.sleep(0.05)
     return etc
 
 
 def test_a_node_started_after_its_files_changed_runs_them(tmp_path: Path) -> None:
-    etc = conf_dir(tmp_path, age=60)
-    result = run(tmp_path, started_ago=30, paths=[etc, tmp_path / "no-cookie-yet"])
+    etc = conf_dir(tmp_path)
+    result = run(tmp_path, started=now(), paths=[etc, tmp_path / "no-cookie-yet"])
     assert result["changed"] is False
     assert result["started_after"] is True
     assert result["changed_at"] < result["started_at"]
 
 
-def test_a_file_written_or_removed_since_the_start_is_noticed(tmp_path: Path) -> None:
-    etc = conf_dir(tmp_path, age=60)
-    (etc / "tls/server.key").write_text("new key")
-    assert run(tmp_path, started_ago=30, paths=[etc])["started_after"] is False
-
-    etc = conf_dir(tmp_path / "again", age=60)
-    (etc / "inter_node_tls.config").unlink()  # changes only the directory's time
-    assert run(tmp_path, started_ago=30, paths=[etc])["started_after"] is False
+def test_a_file_written_removed_or_given_another_mode_since_the_start_is_noticed(tmp_path: Path) -> None:
+    for change in ("write", "remove", "chmod"):
+        etc = conf_dir(tmp_path / change)
+        started = now()
+        time.sleep(0.05)
+        if change == "write":
+            (etc / "tls/server.key").write_text("new key")
+        elif change == "remove":
+            (etc / "inter_node_tls.config").unlink()  # changes only the directory's times
+        else:
+            (etc / "tls/server.key").chmod(0o640)  # changes only the file's inode time
+        assert run(tmp_path, started=started, paths=[etc])["started_after"] is False, change
 
 
 def test_a_node_that_does_not_run_never_runs_the_files(tmp_path: Path) -> None:
-    etc = conf_dir(tmp_path, age=60)
-    result = run(tmp_path, started_ago=None, paths=[etc])
+    etc = conf_dir(tmp_path)
+    result = run(tmp_path, started=None, paths=[etc])
     assert result["started_after"] is False
     assert result["started_at"] == 0

@@ -167,6 +167,17 @@ def test_a_changed_source_rebuilds_only_the_wheel_and_caches_do_not(lab: Path) -
     assert [c[0] for c in calls(lab)[before:]] == ["wheel", "wheel"]
 
 
+def test_a_damaged_note_is_built_again_and_written_anew(lab: Path) -> None:
+    first = run(lab)
+    (note,) = (lab / "wheelhouse/app").glob("source-*.json")
+    note.write_text('{"wheel": "app-1.0-py')  # as an interrupted write of an older release left it
+    again = run(lab)
+    assert again["built"] == ["built app-1.0-py3-none-any.whl"]
+    assert again["checksum"] == first["checksum"]
+    assert json.loads(note.read_text()) == {"wheel": first["wheel"], "checksum": first["checksum"]}
+    assert run(lab)["changed"] is False
+
+
 def test_a_new_lock_file_downloads_again_under_new_names(lab: Path) -> None:
     first = run(lab)
     (lab / "app/requirements.lock").write_text("celery==5.5.3\nkombu==5.6.0\n")
