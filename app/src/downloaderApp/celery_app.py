@@ -19,21 +19,25 @@ from typing import Any
 import kombu.transport
 from amqp.exceptions import ChannelError, MessageNacked
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.app.backends import by_url
 from celery.app.events import Events
 from celery.backends.rpc import RPCBackend
 from celery.events.dispatcher import EventDispatcher
+from kombu import Queue
 from kombu.exceptions import OperationalError
 from kombu.transport import pyamqp
 
 from downloaderApp.config import Settings, get_settings
 
 __all__ = [
+    "DownloaderAMQP",
     "DownloaderCelery",
     "DownloaderEventDispatcher",
     "DownloaderEvents",
     "DownloaderRPCBackend",
     "HostVerifyingTransport",
+    "PassiveQueue",
     "app",
     "celery_settings",
 ]
@@ -72,7 +76,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": settings.send_sent_events,
         "broker_connection_retry_on_startup": True,
         "result_extended": True,
         "task_serializer": "json",
@@ -166,6 +170,32 @@ class DownloaderEvents(Events):
     dispatcher_cls = "downloaderApp.celery_app:DownloaderEventDispatcher"
 
 
+class PassiveQueue(Queue):
+    """A task queue that this process never creates, binds or changes.
+
+    Celery declares the task queue, its exchange and their binding before it sends a task:
+    rights to configure them are also rights to delete them. A broker user that may only
+    publish (Flower's, a client's) has none of those, and sends through this queue instead:
+    its declare is passive (which needs no rights), so a queue that does not exist yet (no
+    worker has started) is an error (NOT_FOUND) and not a task that the exchange drops.
+    """
+
+    def declare(self, nowait: bool = False, channel: Any = None) -> str:
+        self.queue_declare(nowait=nowait, passive=True, channel=channel)
+        return str(self.name)
+
+
+class DownloaderAMQP(AMQP):
+    """``app.amqp`` whose task queues are :class:`PassiveQueue` unless ``declare_queues``."""
+
+    def Queues(self, queues: Any, *args: Any, **kwargs: Any) -> Any:
+        made = super().Queues(queues, *args, **kwargs)
+        if not get_settings().declare_queues:
+            for name, queue in list(made.items()):
+                made[name] = PassiveQueue(**queue.as_dict())
+        return made
+
+
 class HostVerifyingTransport(pyamqp.Transport):
     """py-amqp transport that verifies each broker's certificate against the host it dials.
 
@@ -211,10 +241,12 @@ class DownloaderCelery(Celery):
 
     Its events are sent by :class:`DownloaderEventDispatcher` (no publisher confirms on an
     event connection of its own), its results by :class:`DownloaderRPCBackend`, and its
-    connections verify every broker's host name (:class:`HostVerifyingTransport`).
+    connections verify every broker's host name (:class:`HostVerifyingTransport`); where the
+    settings say ``declare_queues = false`` it sends through :class:`PassiveQueue`.
     """
 
     events_cls = "downloaderApp.celery_app:DownloaderEvents"
+    amqp_cls = "downloaderApp.celery_app:DownloaderAMQP"
 
     def _load_config(self) -> Any:
         """Celery's configuring, after reading the settings (a ``ConfigError`` is raised here).

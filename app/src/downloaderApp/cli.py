@@ -2,7 +2,8 @@
 
 Exit status: 0 success; 1 the task failed; 2 usage or configuration error; 3 timed out
 waiting for the task; 4 no worker answered; 5 the broker cannot be reached; 6 the configuration
-file cannot be read by this user (permission denied).
+file cannot be read by this user (permission denied); 7 the broker refused the request (this
+host's broker user has no right to it, or the task queue does not exist yet).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ EXIT_TIMEOUT = 3
 EXIT_NO_WORKERS = 4
 EXIT_BROKER = 5
 EXIT_CONFIG_UNREADABLE = 6
+EXIT_REFUSED = 7
 
 STATUS_TIMEOUT = 1.0
 
@@ -228,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"configuration error: {exc}")
         return EXIT_USAGE
 
+    from amqp.exceptions import AccessRefused, NotFound
     from kombu.exceptions import OperationalError
 
     try:
@@ -235,6 +238,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationalError as exc:
         _err(mask_url_passwords(f"cannot reach the broker: {exc}"))
         return EXIT_BROKER
+    except AccessRefused as exc:
+        _err(mask_url_passwords(f"the broker refused this host's broker user: {exc}"))
+        if args.command in ("status", "list"):
+            _err(
+                f"`downloader {args.command}` asks the workers directly (remote control), which "
+                "only a worker's or Flower's broker user may: run it on a worker or Flower host; "
+                "from here, the tutorial's list.delay().get() lists the files"
+            )
+        return EXIT_REFUSED
+    except NotFound as exc:
+        _err(
+            mask_url_passwords(
+                f"the broker has no such queue: {exc} (the workers create the task queue "
+                "when they first start: has any started?)"
+            )
+        )
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
     return code

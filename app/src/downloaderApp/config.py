@@ -77,6 +77,13 @@ class Settings:
     # TLS to the broker: the CA file that the brokers' certificates must chain to. Set, every
     # broker connection is TLS with the certificate and the broker's host name verified.
     broker_ca_file: Path | None = None
+    # What this host's broker user may do. A worker's user creates the task queue and its
+    # exchange; a user that may only publish to them (Flower's, a client's) checks that the
+    # queue exists instead (a passive declare) and creates nothing.
+    declare_queues: bool = True
+    # Send a task-sent event for each task sent from here (Flower shows the task from then on,
+    # not only once a worker received it); needs rights on the events exchange.
+    send_sent_events: bool = True
     # Where the values came from: the file read, or None when only defaults/env were used.
     config_file: str | None = field(default=None, compare=False)
 
@@ -199,6 +206,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retry_backoff": _seconds,
     "queue": _parse_queue,
     "broker_ca_file": _parse_ca_file,
+    "declare_queues": _parse_bool,
+    "send_sent_events": _parse_bool,
 }
 KEYS: tuple[str, ...] = tuple(_PARSERS)
 assert set(KEYS) == {f.name for f in fields(Settings)} - {"config_file"}
