@@ -90,19 +90,39 @@ def test_client_hosts_keep_their_own_services_and_submit_tasks() -> None:
 
 
 def test_an_operator_in_the_app_group_runs_the_tutorial_commands_and_others_are_told_why() -> None:
-    """`deploy` is listed in celery_app_operators on the client host: `celery -A downloaderApp
-    status` works for that user. A user outside the group (nobody) is told which file it cannot
-    read and which group to join, instead of a connection refused by a localhost broker."""
+    """`deploy` is listed in celery_app_operators on the client host: the tutorial's
+    `list.delay().get(timeout=1)` works for that user. A user outside the group (nobody) is
+    told which file it cannot read and which group to join, instead of a connection refused by
+    a localhost broker."""
     client = CLIENTS[0]
-    allowed = host(client).run("sudo -u deploy celery -A downloaderApp status")
-    assert allowed.rc == 0, allowed.stdout + allowed.stderr
-    assert all(node in allowed.stdout for node in expected_nodes()), allowed.stdout
+    code = "from downloaderApp import list; print(len(list.delay().get(timeout=1)), 'files')"
+    allowed = host(client).run("cd / && sudo -u deploy /opt/downloader/venv/bin/python -c %s", code)
+    assert allowed.rc == 0 and "files" in allowed.stdout, allowed.stdout + allowed.stderr
     for command in ("downloader status", "celery -A downloaderApp status"):
         refused = host(client).run(f"cd / && sudo -u nobody {command}")
         said = refused.stdout + refused.stderr
         assert refused.rc != 0, f"{command}: {said}"
         assert APP_CONFIG in said and "downloader" in said, f"{command}: {said}"
         assert "Connection refused" not in said, f"{command} fell back to a default broker: {said}"
+
+
+def test_a_client_host_submits_tasks_but_may_not_control_the_workers() -> None:
+    """The client host's broker user may send tasks and read their results, nothing else:
+    `celery control shutdown` (aimed at one node, in case it were allowed) is refused by
+    RabbitMQ and every worker node still answers; `downloader status` and `downloader list`
+    exit 7 and say where they work. The same commands work on the Flower host."""
+    client = CLIENTS[0]
+    target = sorted(expected_nodes())[0]
+    shutdown = host(client).run(f"celery -A downloaderApp control shutdown -d {target} --timeout 3")
+    said = shutdown.stdout + shutdown.stderr
+    assert shutdown.rc != 0 and "ACCESS_REFUSED" in said and "downloader-client" in said, said
+    for command in ("status", "list"):
+        refused = host(client).run(f"downloader {command}")
+        assert refused.rc == 7, refused.stdout + refused.stderr
+        assert "worker or Flower host" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    status = host(FLOWERS[0]).run("downloader status")
+    assert status.rc == 0, status.stdout + status.stderr
+    assert all(f"{node}: OK" in status.stdout for node in expected_nodes()), status.stdout
 
 
 def docker(*args: str) -> None:
