@@ -78,8 +78,10 @@ def client_url() -> str:
 
 def test_the_node_example_submits_a_download_and_reads_its_result() -> None:
     """`node submit.js URL NAME` prints the task's SUCCESS and result; the file is on the worker
-    host that the result names, with the bytes the web server serves. Sent again, the same
-    name fails with FileExists (exit 1), read from the result too."""
+    host that the result names, with the bytes the web server serves. Sent with a name that
+    the worker refuses (a path out of its directory), the task fails with InvalidFilename
+    (exit 1), read from the result too. (Not FileExists for the same name sent again: each
+    worker host has a directory of its own, and the second copy may run on another host.)"""
     on = CLIENTS[0] if CLIENTS else FLOWERS[0]
     install_on(on)
     name = f"from-node-{uuid.uuid4().hex[:6]}.bin"
@@ -99,7 +101,7 @@ def test_the_node_example_submits_a_download_and_reads_its_result() -> None:
     served = host(WEB).check_output("sha256sum /srv/www/sample.bin").split()[0]
     stored = host(worker).check_output("sha256sum %s", record["path"]).split()[0]
     assert stored == served == record["sha256"], (stored, served, record)
-    again = host(on).run(command, SAMPLE_URL, name)
-    assert again.rc == 1, again.stdout + again.stderr
-    failed = json.loads(again.stdout.strip().splitlines()[-1])
-    assert failed["state"] == "FAILURE" and failed["result"]["exc_type"] == "FileExists", failed
+    refused = host(on).run(command, SAMPLE_URL, f"../{name}")
+    assert refused.rc == 1, refused.stdout + refused.stderr
+    failed = json.loads(refused.stdout.strip().splitlines()[-1])
+    assert failed["state"] == "FAILURE" and failed["result"]["exc_type"] == "InvalidFilename", failed
