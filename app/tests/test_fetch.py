@@ -27,7 +27,7 @@ from downloaderApp.errors import (
     ResponseTooLarge,
     TransientDownloadError,
 )
-from downloaderApp.fetch import download_to_dir, remove_stale_parts
+from downloaderApp.fetch import TASK_ID_XATTR, download_to_dir, remove_stale_parts
 from downloaderApp.safety import check_address, parse_url, resolve_checked
 from downloaderApp.tasks import retry_delay
 from support import FIXED_BODY, LoopbackServer
@@ -256,6 +256,26 @@ def test_redelivered_identical_download_is_idempotent(
         download_to_dir(http_server.url("/text"), "same.bin", settings, redelivered=True)
     assert (tmp_path / "same.bin").read_bytes() == FIXED_BODY
     assert sorted(p.name for p in tmp_path.iterdir()) == ["same.bin"]
+
+
+def test_a_second_run_of_the_same_task_id_is_idempotent(
+    http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """A task published twice under one id (no redelivered flag on the second copy): the file
+    carries the id of the task that wrote it, so the second run downloads again and succeeds on
+    identical content, while another task id asking for the name gets FileExists."""
+    settings = settings_for(tmp_path)
+    url = http_server.url("/fixed")
+    first = download_to_dir(url, "twice.bin", settings, task_id="task-1")
+    assert os.getxattr(tmp_path / "twice.bin", TASK_ID_XATTR) == b"task-1"
+    again = download_to_dir(url, "twice.bin", settings, task_id="task-1")
+    assert again["sha256"] == first["sha256"]
+    with pytest.raises(FileExists):
+        download_to_dir(url, "twice.bin", settings, task_id="task-2")
+    with pytest.raises(FileExists):
+        download_to_dir(http_server.url("/text"), "twice.bin", settings, task_id="task-1")
+    assert (tmp_path / "twice.bin").read_bytes() == FIXED_BODY
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["twice.bin"]
 
 
 def test_missing_download_dir_is_created_0750(http_server: LoopbackServer, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import socket
 import stat
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -291,6 +292,22 @@ def test_interrupted_stream_leaves_no_file(
     )
     assert http_server.hits[path] == MAX_RETRIES + 1
     assert listing(download_dir) == before
+
+
+def test_one_task_id_sent_twice_runs_twice_without_failing(
+    http_server: LoopbackServer, download_dir: Path, unique: str
+) -> None:
+    """Two copies of one task (the client's publish retried after the first copy was stored:
+    the second is no redelivery) both succeed on a worker; another task for the name fails."""
+    name = f"twice-{unique}.bin"
+    task_id = str(uuid.uuid4())
+    results = []
+    for _ in range(2):
+        result = download.apply_async(args=(http_server.url("/fixed"), name), task_id=task_id)
+        results.append(result.get(timeout=WAIT))
+    assert results[0]["sha256"] == results[1]["sha256"]
+    assert_failed(run(http_server.url("/fixed"), name), FileExists, name)
+    assert (download_dir / name).read_bytes() == FIXED_BODY
 
 
 def test_overwrite_semantics(http_server: LoopbackServer, download_dir: Path, unique: str) -> None:

@@ -467,6 +467,31 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# The id of the task that wrote a file, kept on the file (an extended attribute, set on the
+# temporary file so that the name never shows without it): a second run of that task id is
+# told from another task that asks for the same name.
+TASK_ID_XATTR = "user.downloader.task_id"
+
+
+def _mark_task(fd: int, task_id: str | None) -> None:
+    if not task_id:
+        return
+    try:
+        os.setxattr(fd, TASK_ID_XATTR, task_id.encode())
+    except OSError as exc:  # a file system without user xattrs: only the marker is lost
+        log.debug("cannot record the task id on the download: %s", exc)
+
+
+def _written_by(path: Path, task_id: str | None) -> bool:
+    """Whether the file at PATH was written by the task TASK_ID (its marker says so)."""
+    if not task_id:
+        return False
+    try:
+        return os.getxattr(path, TASK_ID_XATTR, follow_symlinks=False) == task_id.encode()
+    except OSError:
+        return False
+
+
 _NO_HARDLINKS = frozenset(
     {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
 )
@@ -517,6 +542,7 @@ def _store(
     settings: Settings,
     overwrite: bool,
     expected: int | None,
+    task_id: str | None,
 ) -> tuple[int, str]:
     ensure_dir(final.parent)
     try:
@@ -532,6 +558,7 @@ def _store(
             try:
                 out.flush()
                 os.fchmod(out.fileno(), FILE_MODE)
+                _mark_task(out.fileno(), task_id)
                 os.fsync(out.fileno())
             except OSError as exc:
                 raise DownloadFailed(f"cannot write the download: {exc.strerror}") from None
@@ -551,6 +578,7 @@ def download_to_dir(
     *,
     overwrite: object = False,
     redelivered: bool = False,
+    task_id: str | None = None,
     resolver: Resolver = system_resolver,
     ssl_context: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
@@ -558,14 +586,17 @@ def download_to_dir(
 
     ``redelivered`` (the broker redelivered this message after a lost worker) skips the
     early "file exists" check: the first delivery may have completed the file, and the final
-    install then succeeds if the content is identical.
+    install then succeeds if the content is identical. So does a file that ``task_id`` wrote
+    (its marker, :data:`TASK_ID_XATTR`): a second copy of one task, which the broker does not
+    flag as redelivered (a publish that the client retried after its first copy was stored).
     """
     name = validate_filename(filename)
     if not isinstance(overwrite, bool):
         raise InvalidArgument(f"overwrite must be true or false, not {overwrite!r}")
     target = parse_url(url)
     final = settings.download_dir / name
-    if not overwrite and not redelivered and os.path.lexists(final):
+    again = redelivered or _written_by(final, task_id)
+    if not overwrite and not again and os.path.lexists(final):
         raise FileExists(f"{name} exists already in {settings.download_dir} (overwrite=False)")
     context = ssl_context or default_ssl_context()
 
@@ -608,7 +639,9 @@ def download_to_dir(
                         f"response from {target.url} announces {expected} bytes, more than "
                         f"max_bytes={settings.max_bytes}"
                     )
-                size, sha256 = _store(response, target, final, settings, overwrite, expected)
+                size, sha256 = _store(
+                    response, target, final, settings, overwrite, expected, task_id
+                )
                 return {
                     "host": socket.gethostname(),
                     "path": str(final),

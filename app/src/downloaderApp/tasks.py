@@ -48,7 +48,12 @@ def download(self: Task, url: str, filename: str, overwrite: bool = False) -> di
     redelivered = bool(delivery_info.get("redelivered"))
     try:
         return download_to_dir(
-            url, filename, settings, overwrite=overwrite, redelivered=redelivered
+            url,
+            filename,
+            settings,
+            overwrite=overwrite,
+            redelivered=redelivered,
+            task_id=self.request.id,
         )
     except TransientDownloadError as exc:
         attempt = int(self.request.retries or 0)

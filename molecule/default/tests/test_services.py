@@ -3,6 +3,7 @@ the app's venv from its own wheelhouse, and the broker's log after the traffic."
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -16,10 +17,13 @@ from celerylab import (
     FLOWERS,
     MANAGEMENT_PORT,
     PROJECT,
+    SAMPLE_URL,
     WORKERS,
     expected_nodes,
     host,
+    inventory_name,
     nodes_of,
+    python,
     set_worker_nodes,
     tutorial_download,
     tutorial_list,
@@ -81,6 +85,26 @@ def test_download_writes_the_same_bytes_on_a_worker(
     assert on_disk.sha256sum == sample_sha256
     assert downloaded["sha256"] == sample_sha256
     assert on_disk.user == "celery"
+
+
+def test_a_second_copy_of_one_task_succeeds_and_the_file_names_its_task(sample_sha256: str) -> None:
+    """One task id sent twice (as a publish retried after a broker stop can store it): both
+    runs succeed under the worker's sandbox, and the file carries that task id (its extended
+    attribute), which is how the second run knows the file is its own."""
+    name, task_id = f"twice-{uuid.uuid4().hex[:8]}.bin", str(uuid.uuid4())
+    code = (
+        "import json\n"
+        "from downloaderApp import download\n"
+        f"runs = [download.apply_async(({SAMPLE_URL!r}, {name!r}), task_id={task_id!r}).get(timeout=60)"
+        " for _ in range(2)]\n"
+        "print(json.dumps(runs))\n"
+    )
+    runs = json.loads(python(FLOWERS[0], code).strip().splitlines()[-1])
+    assert [r["sha256"] for r in runs] == [sample_sha256] * 2, runs
+    holder = inventory_name(runs[-1]["host"])
+    read = "import os, sys; print(os.getxattr(sys.argv[1], 'user.downloader.task_id').decode())"
+    marker = host(holder).check_output("/opt/downloader/venv/bin/python -c %s %s", read, runs[-1]["path"])
+    assert marker.strip() == task_id
 
 
 def test_list_returns_the_download(downloaded: dict[str, object]) -> None:
