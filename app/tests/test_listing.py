@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,14 @@ from typing import Any
 import pytest
 
 from downloaderApp import app, download, list
+from downloaderApp import listing as listing_module
 from downloaderApp.config import get_settings
 from downloaderApp.listing import (
     CONTROL_COMMAND,
+    DirectoryScanner,
     collect_listing,
     collect_page,
+    downloader_list,
     local_listing,
     merge_replies,
 )
@@ -191,3 +195,63 @@ def test_a_listing_of_100000_files_stays_bounded(many_files: int) -> None:
         f"files 1-1000 of {many_files}; next: downloader list --after {page[-1]['name']}"
         in first.stderr
     )
+
+
+class SlowScans:
+    """A stand-in for scan_names that takes SECONDS and records the thread of each scan."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.threads: list[str] = []
+        self.real = listing_module.scan_names
+
+    def __call__(self, directory: Path) -> list[str]:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.seconds)
+        return self.real(directory)
+
+
+def test_a_slow_scan_does_not_hold_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan runs in a thread of its own: a caller waits `wait` seconds at most, gets
+    nothing before the first scan has ended, then the newest complete scan with its end time
+    (not fresh) while the next one runs, and a fresh scan when one ends in time."""
+    (tmp_path / "a").write_bytes(b"x")
+    slow = SlowScans(0.6)
+    monkeypatch.setattr(listing_module, "scan_names", slow)
+    scanner = DirectoryScanner(tmp_path)
+    started = time.monotonic()
+    assert scanner.names(wait=0.1) == (None, 0.0, False)
+    assert time.monotonic() - started < 0.4
+    names, ended, fresh = scanner.names(wait=2)
+    assert (names, fresh) == (["a"], True)
+    assert slow.threads and threading.current_thread().name not in slow.threads
+    (tmp_path / "b").write_bytes(b"y")
+    started = time.monotonic()
+    stale = scanner.names(wait=0.1)
+    assert time.monotonic() - started < 0.4
+    assert stale == (["a"], ended, False)
+    names, later, fresh = scanner.names(wait=2)
+    assert (sorted(names or []), fresh) == (["a", "b"], True) and later > ended
+    # Each call was served by a scan that started after it: the fourth call came during the
+    # third scan, so a fourth one ran.
+    assert len(slow.threads) == 4
+
+
+def test_the_control_command_answers_within_half_list_timeout_during_a_slow_scan(
+    download_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """downloader_list, which a worker runs on its consumer thread, returns within
+    list_timeout / 2 while the scan of its directory takes 2 s, and says the listing is not
+    there yet; once the scan has ended, the next call answers from it."""
+    monkeypatch.setattr(listing_module, "scan_names", SlowScans(2.0))
+    monkeypatch.setattr(listing_module, "_scanners", {})
+    started = time.monotonic()
+    reply = downloader_list(state=None)
+    took = time.monotonic() - started
+    assert took < LIST_TIMEOUT / 2 + 0.1, took
+    assert (reply["files"], reply["total"], reply["scanned_at"]) == ([], None, None)
+    time.sleep(2.2)
+    later = downloader_list(state=None)
+    assert isinstance(later["total"], int) and later["scanned_at"] > time.time() - 5
