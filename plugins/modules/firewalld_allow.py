@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -58,6 +62,15 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  owner:
+    description:
+      - With I(state=present), the name under which the listed ports are recorded in
+        I(owners_dir) (C(OWNER.json), replacing that owner's earlier record), so that
+        firewalld_prune leaves the rich rules about them to this owner.
+    type: str
+  owners_dir:
+    description: The directory of the owners' records; required with I(owner).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -70,6 +83,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+owned:
+  description: The ports recorded for I(owner) (N/PROTOCOL), when an owner is given.
+  returned: when owner is given
+  type: list
 added:
   description: The rich rules added, per layer (permanent, runtime).
   returned: always
@@ -160,6 +177,25 @@ def about_ports(lines: list[str], rules: list[dict[str, Any]]) -> str:
     return "".join(f"{line}\n" for line in sorted(line.strip() for line in lines) if port_of(line) in ports)
 
 
+def record(owners_dir: str, owner: str, zone: str, rules: list[dict[str, Any]]) -> tuple[str, str]:
+    """The owner's record as it is and as it should be: (before, after) as JSON text."""
+    ports = sorted({f"{int(rule['port'])}/{rule.get('protocol') or 'tcp'}" for rule in rules})
+    after = json.dumps({"zone": zone, "ports": ports}, indent=1) + "\n"
+    path = Path(owners_dir) / f"{owner}.json"
+    before = path.read_text() if path.exists() else ""
+    return before, after
+
+
+def write_record(owners_dir: str, owner: str, text: str) -> None:
+    """Write the owner's record under a temporary name first, so a reader never sees half."""
+    Path(owners_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=owners_dir, prefix=f".{owner}.")
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(temp, 0o644)
+    os.replace(temp, Path(owners_dir) / f"{owner}.json")
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -176,11 +212,17 @@ def main() -> None:
             },
             "exclusive": {"type": "bool", "default": True},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+            "owner": {"type": "str"},
+            "owners_dir": {"type": "path"},
         },
+        required_by={"owner": "owners_dir"},
         supports_check_mode=True,
     )
     zone = module.params["zone"]
     rules = module.params["rules"]
+    owner = module.params["owner"]
+    if owner and not re.fullmatch(r"[A-Za-z0-9_-]+", owner):
+        module.fail_json(msg=f"owner {owner!r}: letters, digits, _ and - only")
     cmd = module.get_bin_path("firewall-cmd", required=True)
 
     def firewall_cmd(layer: str, *args: str) -> str:
@@ -216,6 +258,17 @@ def main() -> None:
             firewall_cmd(layer, *(f"--remove-rich-rule={line}" for line in remove))
         if add:
             firewall_cmd(layer, *(f"--add-rich-rule={line}" for line in add))
+    if owner and module.params["state"] == "present":
+        before, after = record(module.params["owners_dir"], owner, zone, rules)
+        result["owned"] = json.loads(after)["ports"]
+        if before != after:
+            result["changed"] = True
+            header = f"{module.params['owners_dir']}/{owner}.json"
+            result["diff"].append(
+                {"before_header": header, "after_header": header, "before": before, "after": after}
+            )
+            if not module.check_mode:
+                write_record(module.params["owners_dir"], owner, after)
     module.exit_json(**result)
 
 

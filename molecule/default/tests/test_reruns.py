@@ -46,22 +46,45 @@ def pip_show(on: str, distribution: str) -> str:
     return versions[0] if result.rc == 0 and versions else f"rc {result.rc}: {result.stderr.strip()}"
 
 
+def ports_of(state: list[str]) -> dict[str, list[str]]:
+    """The ports line of each layer (runtime, permanent) of a zone_state."""
+    return {line.split()[0]: line.split()[2:] for line in state if line.split()[1:2] == ["ports:"]}
+
+
+# On the Flower host of both scenarios: firewall_kept lists it (molecule.yml).
+KEPT_PORT = "8084/tcp"
+
+
 def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> None:
     """On the Flower host, by hand: ssh closed for now, http opened (saved and in force), the
     zone's saved target set to ACCEPT, a rule that opens Flower's port to the web host
-    (outside its sources), and one of Flower's dependencies (humanize) uninstalled from the
-    app's venv. `site.yml --tags firewall,flower_firewall,celery_app_install` limited to that
-    host puts every setting of the zone back as it was (Flower's port drops the web host's
-    connection again), installs the missing distribution at its locked version from the
-    wheelhouse (the venv's stamp no longer matches the venv), and Flower answers again."""
+    (outside its sources); a port opened to all (--add-port), a forward-port to Flower's port,
+    a source bound to the zone, a rule for a port no role uses, and the port firewall_kept
+    lists, each in force and saved; and one of Flower's dependencies (humanize) uninstalled
+    from the app's venv. `site.yml --tags firewall,flower_firewall,celery_app_install`
+    limited to that host puts every setting of the zone back as it was but the kept port
+    (Flower's port and the port opened by hand drop the web host's connection again),
+    installs the missing distribution at its locked version from the wheelhouse (the venv's
+    stamp no longer matches the venv), and Flower answers again."""
     flower = FLOWERS[0]
     rule = (
         f'rule family="ipv4" source address="{cluster_address_of(WEB)}/32" '
         f'port port="{FLOWER_PORT}" protocol="tcp" accept'
     )
+    foreign_rule = (
+        f'rule family="ipv4" source address="{cluster_address_of(WEB)}/32" '
+        'port port="8083" protocol="tcp" accept'
+    )
     before = zone_state(flower)
     assert {"runtime services: ssh", "permanent target: DROP"} <= set(before), before
     zone = f"--zone={zone_of(flower)}"
+    by_hand = [
+        "--add-port=8081/tcp",
+        f"--add-forward-port=port=8082:proto=tcp:toport={FLOWER_PORT}",
+        "--add-source=192.0.2.0/24",
+        f"--add-rich-rule='{foreign_rule}'",
+        f"--add-port={KEPT_PORT}",
+    ]
     changes = [
         f"firewall-cmd {zone} --remove-service=ssh",
         f"firewall-cmd {zone} --add-service=http",
@@ -69,6 +92,7 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
         f"firewall-cmd --permanent {zone} --set-target=ACCEPT",
         f"firewall-cmd {zone} --add-rich-rule='{rule}'",
         f"firewall-cmd --permanent {zone} --add-rich-rule='{rule}'",
+        *(f"firewall-cmd {layer}{zone} {change}" for layer in ("", "--permanent ") for change in by_hand),
     ]
     locked = pip_show(flower, "humanize")
     assert locked.startswith("Version: "), locked
@@ -78,11 +102,23 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
         host(flower).check_output(f"{VENV_PIP} uninstall --yes humanize")
         assert pip_show(flower, "humanize").startswith("rc "), "humanize is still installed"
         assert connect(WEB, flower, FLOWER_PORT) == "open", "the rule added by hand had no effect"
+        assert connect(WEB, flower, 8081).startswith("ConnectionRefused"), "--add-port had no effect"
         tags = "firewall,flower_firewall,celery_app_install"
         run_playbook("site.yml", "-i", INVENTORY, "--tags", tags, "--limit", flower)
+        after = zone_state(flower)
+        assert {layer: KEPT_PORT in ports for layer, ports in ports_of(after).items()} == {
+            "runtime": True,
+            "permanent": True,
+        }, after
+        host(flower).check_output(
+            " && ".join(
+                f"firewall-cmd {layer}{zone} --remove-port={KEPT_PORT}" for layer in ("", "--permanent ")
+            )
+        )
         assert zone_state(flower) == before
         put_right = True
         assert connect(WEB, flower, FLOWER_PORT).startswith("TimeoutError")
+        assert connect(WEB, flower, 8081).startswith("TimeoutError")
         assert pip_show(flower, "humanize") == locked
         # The install restarted Flower (a notified handler): it answers within a bounded wait.
         answered = ""
@@ -101,6 +137,7 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
                 f"firewall-cmd --permanent {zone} --add-service=ssh",
                 f"firewall-cmd --permanent {zone} --set-target=DROP",
                 f"firewall-cmd --permanent {zone} --remove-rich-rule='{rule}'",
+                *(f"firewall-cmd --permanent {zone} {c.replace('--add-', '--remove-', 1)}" for c in by_hand),
                 "firewall-cmd --reload",
             ]
             host(flower).run("; ".join(undo))
