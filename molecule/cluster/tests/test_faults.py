@@ -28,6 +28,7 @@ from celerylab import (
     RUNNER,
     WEB,
     WORKERS,
+    ansible_playbook,
     connect,
     connections,
     erlang_ping,
@@ -416,6 +417,38 @@ def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_ta
             assert plain == ("pang" if tls else "pong"), f"plain TCP to {broker}: {plain} (TLS {tls})"
         found = wait_for_files(prefix, count, WORKERS, 120)
         assert_all_completed(prefix, count, found, QUICK_SHA256)
+
+
+def test_a_broker_restart_waits_for_a_healthy_cluster() -> None:
+    """With the fourth broker stopped, a run that changes the first broker's configuration
+    (its consumer_timeout) does not restart it: the run fails at that broker, naming the node
+    that is not running, and the broker keeps its process. Once the cluster is whole again,
+    the next run (the setting back as it was) restarts it, drained first and back in regular
+    operation after."""
+    inventory = grown_inventory("brokers", SPARE_BROKER)
+    target, stopped = BROKERS[0], SPARE_BROKER
+    expected = {f"rabbit@{short(b)}" for b in [*BROKERS, SPARE_BROKER]}
+    args = ("site.yml", "-i", inventory, "--limit", target, "--tags", "rabbitmq")
+    pid = main_pid(target, "rabbitmq-server")
+    assert host(stopped).run("systemctl stop rabbitmq-server").rc == 0
+    try:
+        rc, out = ansible_playbook(*args, "-e", "rabbitmq_consumer_timeout=3600001")
+    finally:
+        host(stopped).run("systemctl start rabbitmq-server")
+    said = " ".join(out.split())
+    assert rc != 0 and "is not restarted: the cluster cannot spare it now" in said, out[-4000:]
+    assert f"Nodes not running: rabbit@{short(stopped)};" in said, out[-4000:]
+    assert main_pid(target, "rabbitmq-server") == pid, "the broker restarted with a node down"
+    deadline = time.monotonic() + 120
+    while cluster_running_nodes(target) != expected and time.monotonic() < deadline:
+        time.sleep(5)
+    assert cluster_running_nodes(target) == expected, f"{stopped} did not rejoin"
+    run_playbook(*args)
+    assert main_pid(target, "rabbitmq-server") != pid, "the configuration changed back, no restart"
+    status = rabbitmqctl_json(target, "cluster_status")
+    assert isinstance(status, dict)
+    assert set(status["running_nodes"]) == expected
+    assert status["maintenance_status"][f"rabbit@{short(target)}"] == "not under maintenance", status
 
 
 def test_the_cluster_talks_over_its_own_network_not_the_default_route() -> None:
