@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import module_run
 import pytest
+from module_run import stand_in
 
 MODULE = Path(__file__).parents[2] / "plugins/modules/firewalld_allow.py"
 spec = importlib.util.spec_from_file_location("firewalld_allow", MODULE)
@@ -85,19 +84,10 @@ def test_a_source_that_is_no_network_is_named() -> None:
 
 
 def run_module(tmp_path: Path, check: bool = False, **params: Any) -> dict[str, Any]:
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    (bindir / "firewall-cmd").write_text(STAND_IN)
-    (bindir / "firewall-cmd").chmod(0o755)
-    args = tmp_path / "args.json"
-    params.update({"_ansible_check_mode": check, "_ansible_diff": True})
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    env = dict(os.environ, ZONE_DIR=str(tmp_path), PATH=f"{bindir}:{os.environ['PATH']}")
-    proc = subprocess.run(
-        [sys.executable, str(MODULE), str(args)], capture_output=True, text=True, env=env, timeout=60
+    stand_in(tmp_path / "bin", "firewall-cmd", STAND_IN)
+    return module_run.run_module(
+        "firewalld_allow", tmp_path, params, check=check, env={"ZONE_DIR": str(tmp_path)}
     )
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
 
 
 def zone(tmp_path: Path, layer: str) -> list[str]:

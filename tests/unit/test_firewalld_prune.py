@@ -5,13 +5,10 @@ keeps a zone's ports, source ports, protocols, forward-ports, sources and rich r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-MODULES = Path(__file__).parents[2] / "plugins/modules"
+from module_run import run_module, stand_in
 
 # firewall-cmd [--permanent] --zone=Z (--list-KIND | --remove-KIND=ITEM... | --add-rich-rule=R...)
 STAND_IN = """#!/usr/bin/env python3
@@ -59,24 +56,9 @@ ZONE = {
 
 
 def run(tmp_path: Path, module: str, check: bool = False, **params: Any) -> dict[str, Any]:
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    (bindir / "firewall-cmd").write_text(STAND_IN)
-    (bindir / "firewall-cmd").chmod(0o755)
-    args = tmp_path / "args.json"
-    params.update({"_ansible_check_mode": check, "_ansible_diff": True})
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    # No sshd on PATH: the SSH ports are the ones given (a host's sshd is read with sshd -T).
-    env = dict(os.environ, ZONE_DIR=str(tmp_path), PATH=f"{bindir}:/usr/bin:/bin")
-    proc = subprocess.run(
-        [sys.executable, str(MODULES / f"{module}.py"), str(args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    stand_in(tmp_path / "bin", "firewall-cmd", STAND_IN)
+    # An sshd of this machine, if any, adds its ports to the kept ones (port 22 is among them).
+    return run_module(module, tmp_path, params, check=check, env={"ZONE_DIR": str(tmp_path)})
 
 
 def layer(tmp_path: Path, name: str) -> dict[str, list[str]]:

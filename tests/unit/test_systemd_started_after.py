@@ -3,15 +3,11 @@ runs it, with a stand-in systemctl that reports a main process started at a chos
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-MODULE = Path(__file__).parents[2] / "plugins/modules/systemd_started_after.py"
+from module_run import run_module, stand_in
 
 # systemctl show --property=MainPID,ExecMainStartTimestampMonotonic UNIT
 STAND_IN = """#!/bin/sh
@@ -27,24 +23,11 @@ def now() -> float:
 def run(tmp_path: Path, started: float | None, paths: list[Path]) -> dict[str, Any]:
     """The module's result for a main process started at the monotonic time STARTED (None: not
     running)."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    (bindir / "systemctl").write_text(STAND_IN)
-    (bindir / "systemctl").chmod(0o755)
+    stand_in(tmp_path / "bin", "systemctl", STAND_IN)
     mono = 0 if started is None else int(started * 1e6)
-    env = dict(
-        os.environ,
-        PATH=f"{bindir}:{os.environ['PATH']}",
-        MAIN_PID="0" if started is None else "4242",
-        STARTED_MONO=str(mono),
-    )
-    args = tmp_path / "args.json"
-    params = {"unit": "rabbitmq-server", "paths": [str(p) for p in paths], "_ansible_check_mode": True}
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    argv = [sys.executable, str(MODULE), str(args)]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    env = {"MAIN_PID": "0" if started is None else "4242", "STARTED_MONO": str(mono)}
+    params = {"unit": "rabbitmq-server", "paths": [str(p) for p in paths]}
+    return run_module("systemd_started_after", tmp_path, params, check=True, env=env)
 
 
 def conf_dir(tmp_path: Path) -> Path:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from module_run import run_module
 
-MODULE = Path(__file__).parents[2] / "plugins/modules/venv_stamp.py"
 ID = "0123456789abcdef-" + "a" * 40
 
 
@@ -37,14 +37,8 @@ def install(venv: Path, name: str, version: str) -> None:
 
 
 def run(venv: Path, check: bool = False, **params: Any) -> dict[str, Any]:
-    params = {"venv": str(venv), "stamp": str(venv / "stamp.json"), "_ansible_check_mode": check, **params}
-    args = venv.parent / "args.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    proc = subprocess.run(
-        [sys.executable, str(MODULE), str(args)], capture_output=True, text=True, timeout=60
-    )
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    params = {"venv": str(venv), "stamp": str(venv / "stamp.json"), **params}
+    return run_module("venv_stamp", venv.parent, params, check=check)
 
 
 def test_record_then_check_is_intact_and_a_second_record_changes_nothing(venv: Path) -> None:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from module_run import run_module
 
-MODULE = Path(__file__).parents[2] / "plugins/modules/wheelhouse.py"
 EPOCH = 315532800
 
 # python -m pip (download ... --dest D --python-version V --platform P... --requirement R
@@ -69,19 +67,10 @@ def run(lab: Path, check: bool = False, fails: bool = False, **params: Any) -> d
         "lock": str(lab / "app/requirements.lock"),
         "targets": TARGETS,
         "python": str(lab / "python"),
-        "_ansible_check_mode": check,
         **params,
     }
-    args = lab / "args.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": params}))
-    env = dict(os.environ, PIP_CALLS=str(lab / "calls"))
-    if fails:
-        env["PIP_FAILS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, str(MODULE), str(args)], capture_output=True, text=True, env=env, timeout=60
-    )
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
+    env = {"PIP_CALLS": str(lab / "calls"), **({"PIP_FAILS": "1"} if fails else {})}
+    return run_module("wheelhouse", lab, params, check=check, env=env)
 
 
 def calls(lab: Path) -> list[list[str]]:

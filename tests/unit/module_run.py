@@ -1,0 +1,46 @@
+"""Running one of the project's modules (plugins/modules) as Ansible runs it: its arguments in a
+JSON file, its result as JSON on stdout; with stand-in commands first on PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+MODULES = Path(__file__).parents[2] / "plugins/modules"
+
+
+def stand_in(bindir: Path, name: str, script: str) -> None:
+    """SCRIPT as the command NAME in BINDIR."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    (bindir / name).write_text(script)
+    (bindir / name).chmod(0o755)
+
+
+def run_module(
+    module: str,
+    workdir: Path,
+    params: dict[str, Any],
+    *,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """plugins/modules/MODULE.py run with PARAMS (check mode and diff as asked), WORKDIR/bin first
+    on PATH and ENV added to the environment; its result."""
+    args = workdir / "args.json"
+    args.write_text(
+        json.dumps({"ANSIBLE_MODULE_ARGS": {**params, "_ansible_check_mode": check, "_ansible_diff": True}})
+    )
+    environment = {**os.environ, **(env or {}), "PATH": f"{workdir / 'bin'}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, str(MODULES / f"{module}.py"), str(args)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
