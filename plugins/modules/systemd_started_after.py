@@ -15,12 +15,12 @@ module: systemd_started_after
 short_description: Whether a unit's main process started after its files last changed
 description:
   - Reads the unit's C(ExecMainStartTimestampMonotonic) from systemd and the newest change time
-    (of the content or of the inode: owner and mode count) of the listed files and directories,
+    (of the content or of the inode, owner and mode included) of the listed files and directories,
     and of everything below the directories. A
     directory's time changes when an entry is added, replaced or removed, so a file written
     by a rename or deleted counts as a change too.
   - C(started_after) is true only when the main process is running and started after the
-    newest change: a node that booted with the configuration now on disk need not restart.
+    newest change (a node that booted with the configuration now on disk need not restart).
   - Reads only; check mode is supported.
 options:
   unit:

@@ -16,7 +16,7 @@ description:
   - The stamp is a JSON file, I(stamp), holding an install id (chosen by the caller, e.g. the
     lock file's hash and the app wheel's checksum) and every distribution installed in the venv
     with its version, as the venv's own Python sees them (C(importlib.metadata)).
-  - C(state=check) reads it and compares the recorded distributions with the venv's: it returns
+  - C(state=check) reads it and compares the recorded distributions with the venv's; it returns
     the recorded id, whether the venv still holds every recorded version (I(intact)), and the
     app wheel's checksum (the id's last C(-) part). It never changes anything.
   - C(state=record) writes the stamp for I(id) and the venv's distributions as they are now
