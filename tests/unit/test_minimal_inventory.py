@@ -50,3 +50,14 @@ def test_a_minimal_inventory_passes_the_checks_before_any_change(tmp_path: Path)
     assert sorted(p.name for p in (tmp_path / ".secrets/pki").glob("*.crt")) == sorted(
         ["ca.crt"] + [f"{name}.crt" for name, _ in HOSTS.values()]
     )
+    # The same inventory with a version that YAML read as a number (3.10 unquoted is 3.1): the
+    # validation play stops the run, saying what to write.
+    version = ["-e", '{"rabbitmq_version": 3.10}']
+    bad = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", str(tmp_path / "hosts.yml"), plays[0], plays[2], *version],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    said = " ".join((bad.stdout + bad.stderr).split())
+    assert (
+        bad.returncode != 0 and 'rabbitmq_version must be a whole upstream version such as "3.10.8"' in said
+    ), said[-3000:]
