@@ -473,3 +473,35 @@ def test_the_cluster_talks_over_its_own_network_not_the_default_route() -> None:
 
     assert attempt(worker_cluster, broker_cluster) == "open"
     assert attempt(worker_main, broker_main) != "open", "the broker admits the worker's other address"
+
+
+def test_a_broker_removed_by_its_playbook_leaves_the_cluster_and_no_task_is_lost() -> None:
+    """playbooks/remove-broker.yml refuses to run without --limit, with nothing changed; with
+    --limit the fourth broker, while 20 downloads wait in the queue (every worker node
+    stopped), the node leaves: the others list three nodes, the `celery` queue keeps a member on
+    each of them, the host's RabbitMQ is stopped and disabled, and once the nodes start again
+    every queued download completes."""
+    inventory = grown_inventory("brokers", SPARE_BROKER)
+    four = {f"rabbit@{short(b)}" for b in [*BROKERS, SPARE_BROKER]}
+    three = {f"rabbit@{short(b)}" for b in BROKERS}
+    rc, out = ansible_playbook("playbooks/remove-broker.yml", "-i", inventory)
+    assert rc != 0 and "No --limit given" in " ".join(out.split()), out[-3000:]
+    assert cluster_running_nodes(BROKERS[0]) == four
+    prefix, count = f"leave-{uuid.uuid4().hex[:6]}", 20
+    for worker in WORKERS:
+        set_worker_nodes(worker, "stop")
+    try:
+        outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
+        assert outcome.get("sent") == count and not outcome.get("failed"), outcome
+        run_playbook("playbooks/remove-broker.yml", "-i", inventory, "--limit", SPARE_BROKER)
+    finally:
+        for worker in WORKERS:
+            set_worker_nodes(worker, "start")
+    status = rabbitmqctl_json(BROKERS[0], "cluster_status")
+    assert isinstance(status, dict)
+    assert set(status["disk_nodes"]) == three and set(status["running_nodes"]) == three, status
+    assert celery_queue_members(BROKERS[0]) == three
+    assert not host(SPARE_BROKER).service("rabbitmq-server").is_running
+    assert not host(SPARE_BROKER).service("rabbitmq-server").is_enabled
+    found = wait_for_files(prefix, count, WORKERS, 120)
+    assert_all_completed(prefix, count, found, QUICK_SHA256)
