@@ -1,11 +1,13 @@
 """Broker versions: the RabbitMQ and Erlang packages are held at the version installed, and a
-run that asks for another version stops at the broker before anything changes there."""
+run that asks for another version stops at the broker before anything changes there;
+playbooks/upgrade-brokers.yml refuses a hop RabbitMQ does not support and changes nothing at
+the installed version."""
 
 from __future__ import annotations
 
 import re
 
-from celerylab import BROKERS, INVENTORY, ansible_playbook, host
+from celerylab import BROKERS, INVENTORY, ansible_playbook, host, run_playbook
 
 INSTALLED = (
     "dpkg-query --show --showformat='${db:Status-Status} ${Package}\\n' rabbitmq-server 'erlang-*' "
@@ -15,6 +17,11 @@ INSTALLED = (
 
 def version_of(broker: str) -> str:
     return host(broker).check_output("dpkg-query --show --showformat='${Version}' rabbitmq-server").strip()
+
+
+def upstream_of(version: str) -> str:
+    """A Debian package version's upstream part: 3.10.8 of 3.10.8-1.1."""
+    return re.sub(r"-[^-]*$", "", re.sub(r"^[0-9]+:", "", version))
 
 
 def main_pid(broker: str) -> str:
@@ -38,7 +45,7 @@ def test_another_rabbitmq_version_stops_the_run_at_the_broker() -> None:
     installed version and the one asked for; the package and the running broker are as before."""
     broker = BROKERS[0]
     version, pid = version_of(broker), main_pid(broker)
-    upstream = re.sub(r"-[^-]*$", "", re.sub(r"^[0-9]+:", "", version))
+    upstream = upstream_of(version)
     rc, out = ansible_playbook(
         "site.yml",
         "-i",
@@ -55,3 +62,40 @@ def test_another_rabbitmq_version_stops_the_run_at_the_broker() -> None:
     assert f"runs RabbitMQ {upstream}, but rabbitmq_version is 0.0.1" in said, out[-4000:]
     assert "site.yml never upgrades or downgrades a running broker" in said, out[-4000:]
     assert (version_of(broker), main_pid(broker)) == (version, pid)
+
+
+def test_upgrade_brokers_refuses_a_hop_that_rabbitmq_does_not_support() -> None:
+    """playbooks/upgrade-brokers.yml asked to take Debian 12's RabbitMQ 3.10 to Debian 13's 4.0
+    (on Debian 13's 4.0: back to 3.10) fails before any broker changes, naming the series
+    between them (or the downgrade); every broker keeps its package and its process."""
+    installed = upstream_of(version_of(BROKERS[0]))
+    wanted, reason = (
+        ("4.0.5", "3.10 -> 3.11 -> 3.12 -> 3.13 -> 4.0")
+        if installed.startswith("3.")
+        else ("3.10.8", "it is a downgrade")
+    )
+    before = {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS}
+    rc, out = ansible_playbook(
+        "playbooks/upgrade-brokers.yml", "-i", INVENTORY, "-e", f"rabbitmq_version={wanted}"
+    )
+    said = " ".join(out.split())
+    assert rc != 0, out[-4000:]
+    assert f"RabbitMQ {installed} to {wanted} is not a supported upgrade" in said, out[-4000:]
+    assert reason in said and "No broker was changed." in said, out[-4000:]
+    assert {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS} == before
+
+
+def test_upgrade_brokers_at_the_installed_version_changes_nothing() -> None:
+    """upgrade-brokers.yml with rabbitmq_version the installed version: it succeeds, says of each
+    broker that it already runs that version, and restarts none; the packages stay held."""
+    installed = upstream_of(version_of(BROKERS[0]))
+    before = {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS}
+    out = run_playbook(
+        "playbooks/upgrade-brokers.yml", "-i", INVENTORY, "-e", f"rabbitmq_version={installed}"
+    )
+    said = " ".join(out.split())
+    for broker in BROKERS:
+        assert f"{broker} already runs RabbitMQ {installed}: nothing to do." in said, out[-4000:]
+    assert {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS} == before
+    for broker in BROKERS:
+        assert "rabbitmq-server" in host(broker).check_output("apt-mark showhold").split()
