@@ -29,6 +29,7 @@ from celerylab import (
     WORKERS,
     ansible_playbook,
     connect,
+    docker,
     expected_nodes,
     host,
     nodes_of,
@@ -123,10 +124,6 @@ def test_a_client_host_submits_tasks_but_may_not_control_the_workers() -> None:
     status = host(FLOWERS[0]).run("downloader status")
     assert status.rc == 0, status.stdout + status.stderr
     assert all(f"{node}: OK" in status.stdout for node in expected_nodes()), status.stdout
-
-
-def docker(*args: str) -> None:
-    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=60)
 
 
 def test_a_run_with_a_worker_host_down_converges_the_others_and_keeps_its_place() -> None:

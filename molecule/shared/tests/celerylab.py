@@ -59,6 +59,11 @@ def put_file(name: str, path: str, data: bytes) -> None:
     )  # fmt: skip
 
 
+def docker(*args: str) -> None:
+    """docker ARGS on the controller (pause and unpause a test host: one that stops answering)."""
+    subprocess.run(["docker", *args], check=True, capture_output=True, timeout=60)
+
+
 def short(name: str) -> str:
     """A host's name as the host knows itself: inventory names may be FQDNs (broker1.celery.test)
     whose first label is the host name (broker1), as in Celery's and RabbitMQ's node names."""
