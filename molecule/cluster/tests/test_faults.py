@@ -31,6 +31,7 @@ from celerylab import (
     ansible_playbook,
     connect,
     connections,
+    docker,
     erlang_ping,
     expected_nodes,
     flower_credentials,
@@ -503,5 +504,37 @@ def test_a_broker_removed_by_its_playbook_leaves_the_cluster_and_no_task_is_lost
     assert celery_queue_members(BROKERS[0]) == three
     assert not host(SPARE_BROKER).service("rabbitmq-server").is_running
     assert not host(SPARE_BROKER).service("rabbitmq-server").is_enabled
+    found = wait_for_files(prefix, count, WORKERS, 120)
+    assert_all_completed(prefix, count, found, QUICK_SHA256)
+
+
+def test_a_broker_lost_for_good_is_forgotten_and_no_task_is_lost() -> None:
+    """A broker whose host died (its RabbitMQ stopped, then the host frozen: no SSH either),
+    with 20 downloads queued (every worker node stopped): remove-broker.yml --limit that host,
+    with the fourth broker's line gone from the inventory, passes over the host that does not
+    answer and has the other brokers forget its node. The two brokers left list two nodes, the
+    `celery` queue keeps a member on each, and every queued download completes."""
+    lost = BROKERS[-1]
+    two = {f"rabbit@{short(b)}" for b in BROKERS if b != lost}
+    prefix, count = f"lost-{uuid.uuid4().hex[:6]}", 20
+    for worker in WORKERS:
+        set_worker_nodes(worker, "stop")
+    try:
+        outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
+        assert outcome.get("sent") == count and not outcome.get("failed"), outcome
+        assert host(lost).run("systemctl stop rabbitmq-server").rc == 0
+        docker("pause", lost)
+        try:
+            out = run_playbook("playbooks/remove-broker.yml", "-i", INVENTORY, "--limit", lost)
+        finally:
+            docker("unpause", lost)
+    finally:
+        for worker in WORKERS:
+            set_worker_nodes(worker, "start")
+    assert "UNREACHABLE" in out, out[-3000:]
+    status = rabbitmqctl_json(BROKERS[0], "cluster_status")
+    assert isinstance(status, dict)
+    assert set(status["disk_nodes"]) == two and set(status["running_nodes"]) == two, status
+    assert celery_queue_members(BROKERS[0]) == two
     found = wait_for_files(prefix, count, WORKERS, 120)
     assert_all_completed(prefix, count, found, QUICK_SHA256)
