@@ -477,16 +477,18 @@ def test_the_cluster_talks_over_its_own_network_not_the_default_route() -> None:
 
 
 def test_a_broker_removed_by_its_playbook_leaves_the_cluster_and_no_task_is_lost() -> None:
-    """playbooks/remove-broker.yml refuses to run without --limit, with nothing changed; with
-    --limit the fourth broker, while 20 downloads wait in the queue (every worker node
-    stopped), the node leaves: the others list three nodes, the `celery` queue keeps a member on
-    each of them, the host's RabbitMQ is stopped and disabled, and once the nodes start again
-    every queued download completes."""
+    """playbooks/remove-broker.yml refuses to run without --limit, or with one naming a worker
+    host, with nothing changed; with --limit the fourth broker, while 20 downloads wait in the
+    queue (every worker node stopped), the node leaves: the others list three nodes, the
+    `celery` queue keeps a member on each of them, the host's RabbitMQ is stopped and disabled,
+    and once the nodes start again every queued download completes."""
     inventory = grown_inventory("brokers", SPARE_BROKER)
     four = {f"rabbit@{short(b)}" for b in [*BROKERS, SPARE_BROKER]}
     three = {f"rabbit@{short(b)}" for b in BROKERS}
     rc, out = ansible_playbook("playbooks/remove-broker.yml", "-i", inventory)
     assert rc != 0 and "No --limit given" in " ".join(out.split()), out[-3000:]
+    rc, out = ansible_playbook("playbooks/remove-broker.yml", "-i", inventory, "--limit", WORKERS[0])
+    assert rc != 0 and "name one host of `brokers` per run" in " ".join(out.split()), out[-3000:]
     assert cluster_running_nodes(BROKERS[0]) == four
     prefix, count = f"leave-{uuid.uuid4().hex[:6]}", 20
     for worker in WORKERS:
