@@ -95,6 +95,21 @@ def submit_stream(prefix: str, count: int, spread: float, url: str) -> dict[str,
 
 
 @contextmanager
+def queued_with_workers_stopped(prefix: str, count: int) -> Iterator[None]:
+    """COUNT quick downloads submitted while every worker node is stopped: the with-block runs
+    with them waiting in the queue, and the nodes start again on leaving it, also on failure."""
+    for worker in WORKERS:
+        set_worker_nodes(worker, "stop")
+    try:
+        outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
+        assert outcome.get("sent") == count and not outcome.get("failed"), outcome
+        yield
+    finally:
+        for worker in WORKERS:
+            set_worker_nodes(worker, "start")
+
+
+@contextmanager
 def stream_in_background(prefix: str, count: int, spread: float, url: str) -> Iterator[dict[str, object]]:
     """submit_stream in a thread while the with-block runs; on leaving it, wait for the
     stream to end. Yields the dict that then holds the stream's outcome."""
@@ -399,18 +414,11 @@ def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_ta
     expected = {f"rabbit@{short(b)}" for b in brokers}
     for tls in (False, True):
         prefix, count = f"dist{int(tls)}-{uuid.uuid4().hex[:6]}", 20
-        for worker in WORKERS:
-            set_worker_nodes(worker, "stop")
-        try:
-            outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
-            assert outcome.get("sent") == count and not outcome.get("failed"), outcome
+        with queued_with_workers_stopped(prefix, count):
             before = {b: main_pid(b, "rabbitmq-server") for b in brokers}
             extra_vars = json.dumps({"rabbitmq_tls_inter_node": tls})
             run_playbook("site.yml", "-i", inventory, "--limit", "brokers", "-e", extra_vars)
             after = {b: main_pid(b, "rabbitmq-server") for b in brokers}
-        finally:
-            for worker in WORKERS:
-                set_worker_nodes(worker, "start")
         assert all(after[b] != before[b] for b in brokers), f"not every broker restarted: {before} {after}"
         assert cluster_running_nodes(BROKERS[0]) == expected
         for broker in brokers:
@@ -491,15 +499,8 @@ def test_a_broker_removed_by_its_playbook_leaves_the_cluster_and_no_task_is_lost
     assert rc != 0 and "name one host of `brokers` per run" in " ".join(out.split()), out[-3000:]
     assert cluster_running_nodes(BROKERS[0]) == four
     prefix, count = f"leave-{uuid.uuid4().hex[:6]}", 20
-    for worker in WORKERS:
-        set_worker_nodes(worker, "stop")
-    try:
-        outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
-        assert outcome.get("sent") == count and not outcome.get("failed"), outcome
+    with queued_with_workers_stopped(prefix, count):
         run_playbook("playbooks/remove-broker.yml", "-i", inventory, "--limit", SPARE_BROKER)
-    finally:
-        for worker in WORKERS:
-            set_worker_nodes(worker, "start")
     status = rabbitmqctl_json(BROKERS[0], "cluster_status")
     assert isinstance(status, dict)
     assert set(status["disk_nodes"]) == three and set(status["running_nodes"]) == three, status
@@ -519,20 +520,13 @@ def test_a_broker_lost_for_good_is_forgotten_and_no_task_is_lost() -> None:
     lost = BROKERS[-1]
     two = {f"rabbit@{short(b)}" for b in BROKERS if b != lost}
     prefix, count = f"lost-{uuid.uuid4().hex[:6]}", 20
-    for worker in WORKERS:
-        set_worker_nodes(worker, "stop")
-    try:
-        outcome = submit_stream(prefix, count, 1, f"{SLOW}/delay/0/x")
-        assert outcome.get("sent") == count and not outcome.get("failed"), outcome
+    with queued_with_workers_stopped(prefix, count):
         assert host(lost).run("systemctl stop rabbitmq-server").rc == 0
         docker("pause", lost)
         try:
             out = run_playbook("playbooks/remove-broker.yml", "-i", INVENTORY, "--limit", lost)
         finally:
             docker("unpause", lost)
-    finally:
-        for worker in WORKERS:
-            set_worker_nodes(worker, "start")
     assert "UNREACHABLE" in out, out[-3000:]
     status = rabbitmqctl_json(BROKERS[0], "cluster_status")
     assert isinstance(status, dict)
