@@ -17,7 +17,18 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from celerylab import BROKERS, FLOWERS, INVENTORY, SECRETS, WORKERS, host, run_playbook, tutorial_download
+from celerylab import (
+    BROKERS,
+    FLOWERS,
+    INVENTORY,
+    SECRETS,
+    WORKERS,
+    flower_async_apply_download,
+    flower_task_state,
+    host,
+    run_playbook,
+    tutorial_download,
+)
 
 
 def digests(directory: Path) -> dict[str, str]:
@@ -39,10 +50,11 @@ def test_a_wiped_broker_and_a_lost_controller_are_restored_from_a_backup() -> No
     0600 in a directory of mode 0700, with definitions.json naming both vhosts and the app's
     users, and secrets/ equal to the controller's). Then the broker's data directory is
     wiped and the controller's secrets moved away; restore.yml from the archive, limited to the
-    brokers, puts the same secrets back byte for byte, and the broker has the app's vhost and
-    the operator's again;
-    the tutorial's download.delay() from the Flower host, whose configuration no run changed,
-    completes on a worker."""
+    brokers and Flower, puts the same secrets back byte for byte, and the broker has the app's
+    vhost and the operator's again; the tutorial's download.delay() from the Flower host,
+    whose configuration no run changed, completes on a worker; and Flower, which the broker
+    refused for minutes and the restore restarted, reports a task submitted
+    through its API as done within 30 s."""
     broker = BROKERS[0]
     host(broker).check_output("rabbitmqctl add_vhost ops-extra")
     secrets_before = digests(SECRETS)
@@ -71,11 +83,10 @@ def test_a_wiped_broker_and_a_lost_controller_are_restored_from_a_backup() -> No
         host(broker).check_output(f"{wipe} && systemctl start rabbitmq-server")
         assert "downloader" not in vhosts(broker), "the broker was not wiped"
         SECRETS.rename(lost)
-        # Only the broker was wiped: the restore converges the brokers alone, and the other
-        # hosts keep the configuration that the same secrets made.
-        run_playbook(
-            "playbooks/restore.yml", "-i", INVENTORY, "--limit", "brokers", "-e", f"backup_archive={archive}"
-        )
+        # Only the broker was wiped: the restore converges the brokers, and Flower, which it
+        # restarts; the other hosts keep the configuration that the same secrets made.
+        restore = ("playbooks/restore.yml", "-i", INVENTORY, "-e", f"backup_archive={archive}")
+        run_playbook(*restore, "--limit", "brokers:flower")
     finally:
         if not SECRETS.exists():  # a failed restore: the later tests need the secrets
             lost.rename(SECRETS)
@@ -83,5 +94,9 @@ def test_a_wiped_broker_and_a_lost_controller_are_restored_from_a_backup() -> No
     assert {"downloader", "ops-extra"} <= vhosts(broker)
     record = tutorial_download(FLOWERS[0], f"restored-{uuid.uuid4().hex[:6]}.bin")
     assert record["host"] in WORKERS, record
+    # Flower, refused by the wiped broker for minutes, sees the tasks again at once.
+    task_id = flower_async_apply_download(WORKERS[0], f"restored-{uuid.uuid4().hex[:6]}.bin")
+    state, body = flower_task_state(WORKERS[0], task_id, timeout=30)
+    assert state == "SUCCESS", body
     host(broker).check_output("rabbitmqctl delete_vhost ops-extra")
     shutil.rmtree(lost, ignore_errors=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 from celerylab import (
@@ -12,6 +11,7 @@ from celerylab import (
     WORKERS,
     flower_async_apply_download,
     flower_credentials,
+    flower_task_state,
     host,
     http,
 )
@@ -20,17 +20,8 @@ from celerylab import (
 def test_flower_api_with_credentials_runs_the_task(sample_sha256: str) -> None:
     allowed = WORKERS[0]  # of the cluster hosts, the scenario allows worker1 only
     name = f"flower-{uuid.uuid4().hex[:8]}.bin"
-    base = FLOWER_URL
     task_id = flower_async_apply_download(allowed, name)
-    deadline = time.monotonic() + 60
-    state = None
-    while time.monotonic() < deadline:
-        status, body = http(allowed, "GET", f"{base}/api/task/info/{task_id}", flower_credentials())
-        if status == 200:
-            state = json.loads(body).get("state")
-            if state in ("SUCCESS", "FAILURE"):
-                break
-        time.sleep(2)
+    state, body = flower_task_state(allowed, task_id)
     assert state == "SUCCESS", body
     holders = [w for w in WORKERS if host(w).file(f"/var/lib/downloader/files/{name}").exists]
     assert len(holders) == 1

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -210,6 +211,22 @@ def flower_async_apply_download(src: str, name: str) -> str:
     assert status == 200, body
     task_id: str = json.loads(body)["task-id"]
     return task_id
+
+
+def flower_task_state(src: str, task_id: str, timeout: float = 60) -> tuple[str | None, str]:
+    """The state that Flower's API, asked from host SRC, gives task TASK_ID once it is SUCCESS
+    or FAILURE, or the last state seen when TIMEOUT seconds pass (None: Flower has no event
+    of the task); with the last response's body."""
+    deadline = time.monotonic() + timeout
+    state, body = None, ""
+    while time.monotonic() < deadline:
+        status, body = http(src, "GET", f"{FLOWER_URL}/api/task/info/{task_id}", flower_credentials())
+        if status == 200:
+            state = json.loads(body).get("state")
+            if state in ("SUCCESS", "FAILURE"):
+                break
+        time.sleep(2)
+    return state, body
 
 
 def app_password() -> str:
