@@ -218,9 +218,9 @@ def flower_task_state(src: str, task_id: str, timeout: float = 60) -> tuple[str 
     or FAILURE, or the last state seen when TIMEOUT seconds pass (None: Flower has no event
     of the task); with the last response's body."""
     deadline = time.monotonic() + timeout
-    state, body = None, ""
+    state, body, credentials = None, "", flower_credentials()
     while time.monotonic() < deadline:
-        status, body = http(src, "GET", f"{FLOWER_URL}/api/task/info/{task_id}", flower_credentials())
+        status, body = http(src, "GET", f"{FLOWER_URL}/api/task/info/{task_id}", credentials)
         if status == 200:
             state = json.loads(body).get("state")
             if state in ("SUCCESS", "FAILURE"):
