@@ -1,5 +1,5 @@
-"""The rabbitmq role's upgrade filter (roles/rabbitmq/filter_plugins/rabbitmq_upgrade.py): which
-version changes a broker may make in place."""
+"""The rabbitmq role's upgrade filters (roles/rabbitmq/filter_plugins/rabbitmq_upgrade.py): which
+version changes a broker may make in place, and the versions a host's package sources offer."""
 
 from __future__ import annotations
 
@@ -59,3 +59,27 @@ def test_a_series_outside_the_table_is_refused(installed: str, wanted: str) -> N
 def test_a_malformed_version_is_refused_by_name(wanted: str) -> None:
     said = step("3.10.8", wanted)
     assert said == {"action": "refuse", "why": f"{wanted!r} is not a RabbitMQ version of the form X.Y.Z"}
+
+
+# `apt-cache show rabbitmq-server` on a host with two sources (fields cut), and dnf repoquery's.
+APT_SHOW = """Package: rabbitmq-server
+Version: 3.10.8-1.1
+Depends: adduser, erlang-base | erlang-base-hipe
+
+Package: rabbitmq-server
+Version: 1:3.11.28-1
+Description-md5: 0123456789abcdef
+"""
+
+
+def test_the_versions_apt_offers_are_read_without_epoch_or_revision() -> None:
+    assert plugin.rabbitmq_package_versions(APT_SHOW) == ["3.10.8", "3.11.28"]
+
+
+def test_the_versions_dnf_offers_are_read_in_order_once_each() -> None:
+    listing = "3.13.7\n\n3.12.14\n3.13.7\nLast metadata expiration check: 0:01:02 ago\n"
+    assert plugin.rabbitmq_package_versions(listing) == ["3.12.14", "3.13.7"]
+
+
+def test_no_source_offers_nothing() -> None:
+    assert plugin.rabbitmq_package_versions("") == []

@@ -1,7 +1,7 @@
 """Broker versions: the RabbitMQ and Erlang packages are held at the version installed, and a
 run that asks for another version stops at the broker before anything changes there;
-playbooks/upgrade-brokers.yml refuses a hop RabbitMQ does not support and changes nothing at
-the installed version."""
+playbooks/upgrade-brokers.yml refuses a hop RabbitMQ does not support or the package sources do
+not offer, and changes nothing at the installed version."""
 
 from __future__ import annotations
 
@@ -82,6 +82,24 @@ def test_upgrade_brokers_refuses_a_hop_that_rabbitmq_does_not_support() -> None:
     assert rc != 0, out[-4000:]
     assert f"RabbitMQ {installed} to {wanted} is not a supported upgrade" in said, out[-4000:]
     assert reason in said and "No broker was changed." in said, out[-4000:]
+    assert {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS} == before
+
+
+def test_upgrade_brokers_refuses_a_version_that_the_package_sources_do_not_offer() -> None:
+    """A supported hop (the next patch release of the installed series) that Debian's sources do
+    not carry: upgrade-brokers.yml fails before any broker stops, naming the version asked for
+    and the ones apt offers; every broker keeps its package and its process."""
+    installed = upstream_of(version_of(BROKERS[0]))
+    wanted = re.sub(r"[0-9]+$", "999", installed)
+    before = {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS}
+    rc, out = ansible_playbook(
+        "playbooks/upgrade-brokers.yml", "-i", INVENTORY, "-e", f"rabbitmq_version={wanted}"
+    )
+    said = " ".join(out.split())
+    assert rc != 0, out[-4000:]
+    assert f"its package sources do not offer RabbitMQ {wanted} (they offer " in said, out[-4000:]
+    assert f"{installed}" in said.split(f"do not offer RabbitMQ {wanted}", 1)[1], out[-4000:]
+    assert "No broker was changed." in said, out[-4000:]
     assert {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS} == before
 
 

@@ -1,5 +1,6 @@
-"""Filter of the rabbitmq role: whether a broker may go from its installed RabbitMQ version to
-the one asked for in place (playbooks/upgrade-brokers.yml).
+"""Filters of the rabbitmq role for playbooks/upgrade-brokers.yml: whether a broker may go from
+its installed RabbitMQ version to the one asked for in place, and which versions its package
+sources offer.
 
 RabbitMQ supports an in-place (rolling) upgrade from one minor series to the next one only,
 with every stable feature flag enabled before it, and never a downgrade
@@ -64,6 +65,24 @@ def rabbitmq_upgrade_step(installed: str, wanted: str) -> dict[str, Any]:
     }
 
 
+def rabbitmq_package_versions(listing: str) -> list[str]:
+    """The upstream versions (X.Y.Z) in LISTING, sorted: the `Version:` lines of `apt-cache show`
+    (3.10.8 of `Version: 1:3.10.8-1.1`), or the lines of `dnf repoquery --queryformat
+    '%{version}'` (one version each). Anything else is passed over."""
+    found = set()
+    for line in str(listing).splitlines():
+        text = line.strip()
+        if text.startswith("Version:"):
+            text = re.sub(r"-[^-]*$", "", re.sub(r"^[0-9]+:", "", text.split(":", 1)[1].strip()))
+        parsed = _parse(text)
+        if parsed:
+            found.add(parsed)
+    return [".".join(str(part) for part in version) for version in sorted(found)]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"rabbitmq_upgrade_step": rabbitmq_upgrade_step}
+        return {
+            "rabbitmq_upgrade_step": rabbitmq_upgrade_step,
+            "rabbitmq_package_versions": rabbitmq_package_versions,
+        }
