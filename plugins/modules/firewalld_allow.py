@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.celery_firewalld import LAYERS, rule_port, zone_command
 
 DOCUMENTATION = r"""
 module: firewalld_allow
@@ -97,7 +98,6 @@ removed:
   type: dict
 """
 
-LAYERS = ("permanent", "runtime")
 _RULE = re.compile(
     r'^rule family="(?P<family>ipv4|ipv6)" source address="(?P<source>[^"]+)" '
     r'port port="(?P<port>[0-9]+)" protocol="(?P<protocol>tcp|udp)" accept$'
@@ -115,12 +115,6 @@ def render(key: tuple[str, int, str]) -> str:
     source, port, protocol = key
     family = "ipv6" if ":" in source else "ipv4"
     return f'rule family="{family}" source address="{source}" port port="{port}" protocol="{protocol}" accept'
-
-
-def port_of(line: str) -> tuple[int, str] | None:
-    """The (port, protocol) a printed rich rule is about, if it names one."""
-    found = re.search(r'(?:^| )port port="([0-9]+)" protocol="(tcp|udp)"(?: |$)', line)
-    return (int(found.group(1)), found.group(2)) if found else None
 
 
 def key_of(line: str) -> tuple[str, int, str] | None:
@@ -167,14 +161,14 @@ def plan(
         ports = {(int(rule["port"]), rule.get("protocol") or "tcp") for rule in rules}
         for line in lines:
             line = line.strip()
-            if line and port_of(line) in ports and key_of(line) not in wanted:
+            if line and rule_port(line) in ports and key_of(line) not in wanted:
                 remove.append(line)
     return add, remove
 
 
 def about_ports(lines: list[str], rules: list[dict[str, Any]]) -> str:
     ports = {(int(rule["port"]), rule.get("protocol") or "tcp") for rule in rules}
-    return "".join(f"{line}\n" for line in sorted(line.strip() for line in lines) if port_of(line) in ports)
+    return "".join(f"{line}\n" for line in sorted(line.strip() for line in lines) if rule_port(line) in ports)
 
 
 def record(owners_dir: str, owner: str, zone: str, rules: list[dict[str, Any]]) -> tuple[str, str]:
@@ -223,14 +217,7 @@ def main() -> None:
     owner = module.params["owner"]
     if owner and not re.fullmatch(r"[A-Za-z0-9_-]+", owner):
         module.fail_json(msg=f"owner {owner!r}: letters, digits, _ and - only")
-    cmd = module.get_bin_path("firewall-cmd", required=True)
-
-    def firewall_cmd(layer: str, *args: str) -> str:
-        argv = [cmd] + (["--permanent"] if layer == "permanent" else []) + [f"--zone={zone}", *args]
-        rc, out, err = module.run_command(argv)
-        if rc != 0:
-            module.fail_json(msg=f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()}")
-        return out
+    firewall_cmd = zone_command(module, zone)
 
     result: dict[str, Any] = {"changed": False, "added": {}, "removed": {}, "diff": []}
     for layer in LAYERS:

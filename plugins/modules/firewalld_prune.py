@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.celery_firewalld import LAYERS, rule_port, zone_command
 
 DOCUMENTATION = r"""
 module: firewalld_prune
@@ -79,7 +79,6 @@ removed:
   type: dict
 """
 
-LAYERS = ("permanent", "runtime")
 # kind: (the list option, the remove option, items one per line rather than space-separated)
 KINDS = {
     "ports": ("--list-ports", "--remove-port", False),
@@ -96,10 +95,10 @@ def items(text: str, per_line: bool) -> list[str]:
     return [part.strip() for part in parts if part.strip()]
 
 
-def rule_port(rule: str) -> str | None:
+def port_name(rule: str) -> str | None:
     """The port a rich rule is about, as N/PROTOCOL, if it names one."""
-    found = re.search(r'(?:^| )port port="([0-9]+)" protocol="(tcp|udp)"(?: |$)', rule)
-    return f"{found.group(1)}/{found.group(2)}" if found else None
+    port = rule_port(rule)
+    return f"{port[0]}/{port[1]}" if port else None
 
 
 def owned_ports(owners_dir: Path, zone: str) -> set[str]:
@@ -118,7 +117,7 @@ def plan(present: dict[str, list[str]], keep: dict[str, list[str]], owned: set[s
     for kind, found in present.items():
         kept = set(keep.get(kind) or [])
         if kind == "rich_rules":
-            gone = [r for r in found if r not in kept and rule_port(r) not in owned]
+            gone = [r for r in found if r not in kept and port_name(r) not in owned]
         else:
             gone = [item for item in found if item not in kept]
         if gone:
@@ -138,14 +137,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     zone = module.params["zone"]
-    cmd = module.get_bin_path("firewall-cmd", required=True)
-
-    def firewall_cmd(layer: str, *args: str) -> str:
-        argv = [cmd] + (["--permanent"] if layer == "permanent" else []) + [f"--zone={zone}", *args]
-        rc, out, err = module.run_command(argv)
-        if rc != 0:
-            module.fail_json(msg=f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()}")
-        return out
+    firewall_cmd = zone_command(module, zone)
 
     keep = {kind: list(values or []) for kind, values in (module.params["keep"] or {}).items()}
     ssh = set(module.params["ssh_ports"])

@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import ansible.module_utils
+
 MODULES = Path(__file__).parents[2] / "plugins/modules"
+# The project's own module_utils, found where Ansible puts them for a module run
+# (ansible.module_utils.NAME): for the modules loaded in the tests' process, and in theirs.
+MODULE_UTILS = str(Path(__file__).parents[2] / "plugins/module_utils")
+ansible.module_utils.__path__.append(MODULE_UTILS)
+_RUN = (
+    "import runpy, sys, ansible.module_utils; ansible.module_utils.__path__.append(sys.argv[1]); "
+    "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def stand_in(bindir: Path, name: str, script: str) -> None:
@@ -36,7 +46,7 @@ def run_module(
     )
     environment = {**os.environ, **(env or {}), "PATH": f"{workdir / 'bin'}:{os.environ['PATH']}"}
     proc = subprocess.run(
-        [sys.executable, str(MODULES / f"{module}.py"), str(args)],
+        [sys.executable, "-c", _RUN, MODULE_UTILS, str(MODULES / f"{module}.py"), str(args)],
         capture_output=True,
         text=True,
         env=environment,

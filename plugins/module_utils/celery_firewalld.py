@@ -1,0 +1,33 @@
+"""What the project's firewalld modules (firewalld_allow, firewalld_prune) share: the two layers
+of a zone, the port a rich rule is about, and firewall-cmd run for one zone."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+# Permanent first: a failure then leaves the rules in force as they were.
+LAYERS = ("permanent", "runtime")
+_PORT = re.compile(r'(?:^| )port port="([0-9]+)" protocol="(tcp|udp)"(?: |$)')
+
+
+def rule_port(rule: str) -> tuple[int, str] | None:
+    """The (port, protocol) a printed rich rule is about, if it names one."""
+    found = _PORT.search(rule)
+    return (int(found.group(1)), found.group(2)) if found else None
+
+
+def zone_command(module: Any, zone: str) -> Callable[..., str]:
+    """firewall-cmd for ZONE: called with a layer and its arguments, it returns the output, and
+    fails the module, naming the command, when firewall-cmd does."""
+    cmd = module.get_bin_path("firewall-cmd", required=True)
+
+    def firewall_cmd(layer: str, *args: str) -> str:
+        argv = [cmd] + (["--permanent"] if layer == "permanent" else []) + [f"--zone={zone}", *args]
+        rc, out, err = module.run_command(argv)
+        if rc != 0:
+            module.fail_json(msg=f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()}")
+        return str(out)
+
+    return firewall_cmd
