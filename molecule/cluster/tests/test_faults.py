@@ -279,8 +279,8 @@ def test_a_stopped_broker_loses_no_task_and_rejoins() -> None:
 
 # Grown inventories live beside molecule's inventory directory, not in it: Ansible reads every
 # file of that directory as inventory, and a grown file found there at a converge (left by
-# an earlier run; which one, and why molecule had not pruned it, is not known) put the spare
-# host in `workers` (CI, 2026-11-28: every test counting worker nodes failed). Links give the
+# an earlier run, which molecule had not pruned) put the spare host in `workers`, and every
+# test counting worker nodes failed. Links give the
 # grown inventories the scenario's group_vars, host_vars and generated secrets
 # (INVENTORY_DIR/.secrets).
 GROWN = Path(INVENTORY).parent.parent / "grown-inventory"

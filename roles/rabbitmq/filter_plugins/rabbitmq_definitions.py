@@ -1,7 +1,7 @@
 """Filters of the rabbitmq role: which of the wanted vhost, users and policies a broker lacks.
 
-Every community.rabbitmq module runs several `rabbitmqctl` commands (an Erlang VM each, about
-two seconds), also when nothing is to change. One `rabbitmqctl export_definitions -` gives the
+Every community.rabbitmq module runs several `rabbitmqctl` commands (each starts an Erlang VM),
+also when nothing is to change. One `rabbitmqctl export_definitions -` gives the
 whole state at once; `rabbitmq_definitions_drift` compares it with what the role wants and names
 the objects that differ, so that only their modules run.
 """
