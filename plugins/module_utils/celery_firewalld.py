@@ -1,5 +1,6 @@
-"""What the project's firewalld modules (firewalld_allow, firewalld_prune) share: the two layers
-of a zone, the port a rich rule is about, and firewall-cmd run for one zone."""
+"""What the project's firewalld modules (firewalld_allow, firewalld_prune, firewalld_zone) share:
+the two layers of a zone, the port a rich rule is about, firewall-cmd run for one zone, and the
+ports sshd listens on."""
 
 from __future__ import annotations
 
@@ -31,3 +32,14 @@ def zone_command(module: Any, zone: str) -> Callable[..., str]:
         return str(out)
 
     return firewall_cmd
+
+
+def sshd_ports(module: Any) -> set[int]:
+    """The TCP ports this host's sshd listens on (`sshd -T`); none when it cannot say."""
+    sshd = module.get_bin_path("sshd", opt_dirs=["/usr/sbin"])
+    if not sshd:
+        return set()
+    rc, out, _err = module.run_command([sshd, "-T"])
+    if rc != 0:
+        return set()
+    return {int(line.split()[1]) for line in out.splitlines() if line.startswith("port ")}

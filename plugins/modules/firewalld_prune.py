@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.celery_firewalld import LAYERS, rule_port, zone_command
+from ansible.module_utils.celery_firewalld import LAYERS, rule_port, sshd_ports, zone_command
 
 DOCUMENTATION = r"""
 module: firewalld_prune
@@ -140,12 +140,7 @@ def main() -> None:
     firewall_cmd = zone_command(module, zone)
 
     keep = {kind: list(values or []) for kind, values in (module.params["keep"] or {}).items()}
-    ssh = set(module.params["ssh_ports"])
-    sshd = module.get_bin_path("sshd", opt_dirs=["/usr/sbin"])
-    if sshd:
-        rc, out, _err = module.run_command([sshd, "-T"])
-        if rc == 0:
-            ssh.update(int(line.split()[1]) for line in out.splitlines() if line.startswith("port "))
+    ssh = set(module.params["ssh_ports"]) | sshd_ports(module)
     keep["ports"] = keep.get("ports", []) + [f"{port}/tcp" for port in sorted(ssh)]
     try:
         owned = owned_ports(Path(module.params["owners_dir"]), zone)
