@@ -1,6 +1,6 @@
 """What the project's firewalld modules (firewalld_allow, firewalld_prune, firewalld_zone) share:
-the two layers of a zone, the port a rich rule is about, firewall-cmd run for one zone, and the
-ports sshd listens on."""
+the two layers of a zone, the port a rich rule is about, a zone's listing read, firewall-cmd run
+for one zone, and the ports sshd listens on."""
 
 from __future__ import annotations
 
@@ -17,6 +17,27 @@ def rule_port(rule: str) -> tuple[int, str] | None:
     """The (port, protocol) a printed rich rule is about, if it names one."""
     found = _PORT.search(rule)
     return (int(found.group(1)), found.group(2)) if found else None
+
+
+def zone_info(listing: str) -> dict[str, list[str]]:
+    """`firewall-cmd --list-all` of a zone, as {key: items}: "  services: dhcpv6-client ssh" gives
+    services: [dhcpv6-client, ssh]; the items of rich rules and forward-ports (one per line,
+    tab-indented below their key) are whole lines. The zone's own line is passed over."""
+    info: dict[str, list[str]] = {}
+    key = None
+    for line in listing.splitlines():
+        if line.startswith("\t") and key is not None:
+            if line.strip():
+                info[key].append(line.strip())
+            continue
+        name, colon, value = line.strip().partition(":")
+        if not line.startswith(" ") or not colon:
+            key = None
+            continue
+        key = name
+        value = value.strip()
+        info[key] = ([value] if value else []) if key == "rich rules" else value.split()
+    return info
 
 
 def zone_command(module: Any, zone: str) -> Callable[..., str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.celery_firewalld import LAYERS, rule_port, sshd_ports, zone_command
+from ansible.module_utils.celery_firewalld import LAYERS, rule_port, sshd_ports, zone_command, zone_info
 
 DOCUMENTATION = r"""
 module: firewalld_prune
@@ -79,20 +79,15 @@ removed:
   type: dict
 """
 
-# kind: (the list option, the remove option, items one per line rather than space-separated)
+# kind: (its key in `firewall-cmd --list-all`, the option that removes one)
 KINDS = {
-    "ports": ("--list-ports", "--remove-port", False),
-    "source_ports": ("--list-source-ports", "--remove-source-port", False),
-    "protocols": ("--list-protocols", "--remove-protocol", False),
-    "forward_ports": ("--list-forward-ports", "--remove-forward-port", True),
-    "sources": ("--list-sources", "--remove-source", False),
-    "rich_rules": ("--list-rich-rules", "--remove-rich-rule", True),
+    "ports": ("ports", "--remove-port"),
+    "source_ports": ("source-ports", "--remove-source-port"),
+    "protocols": ("protocols", "--remove-protocol"),
+    "forward_ports": ("forward-ports", "--remove-forward-port"),
+    "sources": ("sources", "--remove-source"),
+    "rich_rules": ("rich rules", "--remove-rich-rule"),
 }
-
-
-def items(text: str, per_line: bool) -> list[str]:
-    parts = text.splitlines() if per_line else text.split()
-    return [part.strip() for part in parts if part.strip()]
 
 
 def port_name(rule: str) -> str | None:
@@ -149,10 +144,8 @@ def main() -> None:
 
     result: dict[str, Any] = {"changed": False, "removed": {}, "diff": []}
     for layer in LAYERS:
-        present = {
-            kind: items(firewall_cmd(layer, listing), per_line)
-            for kind, (listing, _r, per_line) in KINDS.items()
-        }
+        info = zone_info(firewall_cmd(layer, "--list-all"))
+        present = {kind: info.get(key, []) for kind, (key, _remove) in KINDS.items()}
         remove = plan(present, keep, owned)
         result["removed"][layer] = remove
         if not remove:

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.celery_firewalld import LAYERS, sshd_ports, zone_command
+from ansible.module_utils.celery_firewalld import LAYERS, sshd_ports, zone_command, zone_info
 
 DOCUMENTATION = r"""
 module: firewalld_zone
 short_description: Keep SSH open, set a firewalld zone's target and exactly its services
 description:
-  - Reads the zone's ports and services (permanent and in force) and its target once, and
-    changes only what differs, in this order.
+  - Reads the zone's target, ports and services with one C(firewall-cmd --list-all) per layer
+    (permanent and in force), and changes only what differs, in this order.
   - First the SSH ports (I(ssh_ports) and those sshd listens on, C(sshd -T)) are opened to
     every source in both layers, so that nothing after them can lock the operator out.
   - Then the target, which firewalld keeps in the permanent layer only; the module puts a
@@ -91,7 +91,8 @@ def main() -> None:
     firewall_cmd = zone_command(module, zone)
     ssh = [f"{port}/tcp" for port in sorted(set(module.params["ssh_ports"]) | sshd_ports(module))]
 
-    had_target = firewall_cmd("permanent", "--get-target").strip()
+    listings = {layer: zone_info(firewall_cmd(layer, "--list-all")) for layer in LAYERS}
+    had_target = "".join(listings["permanent"].get("target", []))
     result: dict[str, Any] = {
         "changed": False,
         "target": had_target,
@@ -100,8 +101,7 @@ def main() -> None:
         "diff": [],
     }
     for layer in LAYERS:
-        ports = firewall_cmd(layer, "--list-ports").split()
-        present = firewall_cmd(layer, "--list-services").split()
+        ports, present = listings[layer].get("ports", []), listings[layer].get("services", [])
         add_ports = [port for port in ssh if port not in ports]
         add, remove = plan(present, services)
         result["ports_added"][layer] = add_ports

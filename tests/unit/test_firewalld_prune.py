@@ -10,7 +10,8 @@ from typing import Any
 
 from module_run import run_module, stand_in
 
-# firewall-cmd [--permanent] --zone=Z (--list-KIND | --remove-KIND=ITEM... | --add-rich-rule=R...)
+# firewall-cmd [--permanent] --zone=Z (--list-all | --list-KIND | --remove-KIND=ITEM...
+# | --add-rich-rule=R...)
 STAND_IN = """#!/usr/bin/env python3
 import json, os, sys
 KINDS = {"port": "ports", "source-port": "source_ports", "protocol": "protocols",
@@ -22,6 +23,16 @@ path = os.path.join(os.environ["ZONE_DIR"], layer + ".json")
 zone = json.load(open(path)) if os.path.exists(path) else {}
 with open(os.path.join(os.environ["ZONE_DIR"], "calls"), "a") as log:
     log.write(json.dumps(args) + "\\n")
+if args[-1] == "--list-all":
+    print("public (active)")
+    print("  target: " + zone.get("target", "default"))
+    for key, name in (("sources", "sources"), ("services", "services"), ("ports", "ports"),
+                      ("protocols", "protocols"), ("source-ports", "source_ports")):
+        print("  %s: %s" % (key, " ".join(zone.get(name, []))))
+    for key, name in (("forward-ports", "forward_ports"), ("rich rules", "rich_rules")):
+        items = zone.get(name, [])
+        print("  %s: " % key + ("\\n\\t" if items else "") + "\\n\\t".join(items))
+    sys.exit(0)
 for arg in args:
     option, _, value = arg.partition("=")
     verb, _, kind = option[2:].partition("-")
@@ -115,10 +126,12 @@ def test_prune_removes_what_no_owner_recorded_and_keeps_ssh_owned_and_kept(tmp_p
     assert layer(tmp_path, "permanent") == layer(tmp_path, "runtime") == expected
     assert done["removed"]["runtime"]["rich_rules"] == [FOREIGN, NO_PORT]
 
+    made = len((tmp_path / "calls").read_text().splitlines())
     again = run(tmp_path, "firewalld_prune", **params)
     assert again["changed"] is False, again
-    calls = (tmp_path / "calls").read_text().splitlines()
-    assert not any("--remove" in call for call in calls[-12:]), "the second run changed something"
+    calls = (tmp_path / "calls").read_text().splitlines()[made:]
+    # One listing per layer, and nothing else.
+    assert [json.loads(call)[-1] for call in calls] == ["--list-all", "--list-all"], calls
 
 
 def test_prune_keeps_what_the_operator_lists(tmp_path: Path) -> None:

@@ -4,13 +4,17 @@ before anything closes, only what differs changes, and check mode changes nothin
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
 
 from module_run import run_module, stand_in
 
-# firewall-cmd [--permanent] --zone=Z (--get-target | --set-target=T | --list-(ports|services)
+# The modules' shared code, where module_run puts it for them.
+zone_info = importlib.import_module("ansible.module_utils.celery_firewalld").zone_info
+
+# firewall-cmd [--permanent] --zone=Z (--list-all | --set-target=T
 # | --(add|remove)-(port|service)=X...) and firewall-cmd --reload, each call logged.
 STAND_IN = """#!/usr/bin/env python3
 import json, os, sys
@@ -27,6 +31,16 @@ if args == ["--reload"]:
     sys.exit(0)
 layer = "permanent" if "--permanent" in args else "runtime"
 zone = load(layer)
+if args[-1] == "--list-all":
+    print("public (active)")
+    print("  target: " + zone.get("target", "default"))
+    for key, name in (("sources", "sources"), ("services", "services"), ("ports", "ports"),
+                      ("protocols", "protocols"), ("source-ports", "source_ports")):
+        print("  %s: %s" % (key, " ".join(zone.get(name, []))))
+    for key, name in (("forward-ports", "forward_ports"), ("rich rules", "rich_rules")):
+        items = zone.get(name, [])
+        print("  %s: " % key + ("\\n\\t" if items else "") + "\\n\\t".join(items))
+    sys.exit(0)
 for arg in args:
     option, _, value = arg.partition("=")
     if option == "--get-target":
@@ -115,4 +129,43 @@ def test_a_failing_firewall_cmd_is_named(tmp_path: Path) -> None:
     stand_in(tmp_path / "bin", "firewall-cmd", "#!/bin/sh\necho 'FirewallD is not running' >&2\nexit 252\n")
     result = run(tmp_path, target="DROP", services=["ssh"])
     assert result["failed"] is True
-    assert "--get-target failed (rc 252): FirewallD is not running" in result["msg"], result
+    assert "--list-all failed (rc 252): FirewallD is not running" in result["msg"], result
+
+
+# `firewall-cmd --permanent --zone=public --list-all` on a converged broker of scenario default
+# (firewalld 2.3, Debian 13), one forward-port added for the test.
+LISTED = "\n".join(
+    [
+        "public (default)",
+        "  target: DROP",
+        "  ingress-priority: 0",
+        "  egress-priority: 0",
+        "  icmp-block-inversion: no",
+        "  interfaces: ",
+        "  sources: ",
+        "  services: ssh",
+        "  ports: 22/tcp 2222/tcp",
+        "  protocols: ",
+        "  forward: yes",
+        "  masquerade: no",
+        "  forward-ports: ",
+        "\tport=8082:proto=tcp:toport=5555:toaddr=",
+        "  source-ports: ",
+        "  icmp-blocks: ",
+        "  rich rules: ",
+        '\trule family="ipv4" source address="172.30.237.1/32" port port="5671" protocol="tcp" accept',
+        '\trule family="ipv4" source address="172.30.237.41/32" port port="15691" protocol="tcp" accept',
+    ]
+)
+
+
+def test_a_zone_listing_is_read_by_key_with_whole_rich_rules() -> None:
+    info = zone_info(LISTED)
+    assert info["target"] == ["DROP"]
+    assert info["services"] == ["ssh"] and info["ports"] == ["22/tcp", "2222/tcp"]
+    assert info["sources"] == info["protocols"] == info["source-ports"] == []
+    assert info["forward-ports"] == ["port=8082:proto=tcp:toport=5555:toaddr="]
+    assert info["rich rules"] == [
+        'rule family="ipv4" source address="172.30.237.1/32" port port="5671" protocol="tcp" accept',
+        'rule family="ipv4" source address="172.30.237.41/32" port port="15691" protocol="tcp" accept',
+    ]
