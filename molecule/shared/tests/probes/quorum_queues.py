@@ -12,7 +12,7 @@ with app.connection_for_write() as conn:
     for index in range(count):
         name = f"{prefix}-{index}"
         if action == "declare":
-            channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+            channel.queue_declare(name, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
         else:
             channel.queue_delete(name)
 print(f"{action}d {count}")
