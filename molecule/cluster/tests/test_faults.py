@@ -433,9 +433,8 @@ def test_a_broker_restart_waits_for_a_healthy_cluster() -> None:
     (its consumer_timeout) does not restart it: the run fails at that broker, naming the node
     that is not running, and the broker keeps its process. Once the cluster is whole again,
     the next run (the setting back as it was) restarts it, drained first and back in regular
-    operation after, and the quorum queues' leaders spread again: the restarted node, which
-    the drain left leading none, leads some of the app's quorum queues (`celery` and Celery's
-    delayed-delivery queues)."""
+    operation after, the quorum queues' leaders spread over the nodes again by the restart
+    handler's last step."""
     inventory = grown_inventory("brokers", SPARE_BROKER)
     target, stopped = BROKERS[0], SPARE_BROKER
     expected = {f"rabbit@{short(b)}" for b in [*BROKERS, SPARE_BROKER]}
@@ -454,16 +453,19 @@ def test_a_broker_restart_waits_for_a_healthy_cluster() -> None:
     while cluster_running_nodes(target) != expected and time.monotonic() < deadline:
         time.sleep(5)
     assert cluster_running_nodes(target) == expected, f"{stopped} did not rejoin"
-    run_playbook(*args)
+    out = run_playbook(*args)
     assert main_pid(target, "rabbitmq-server") != pid, "the configuration changed back, no restart"
     status = rabbitmqctl_json(target, "cluster_status")
     assert isinstance(status, dict)
     assert set(status["running_nodes"]) == expected
     assert status["maintenance_status"][f"rabbit@{short(target)}"] == "not under maintenance", status
-    listed = rabbitmqctl_json(target, "list_queues -p downloader name type leader")
-    assert isinstance(listed, list)
-    leaders = {queue["name"]: queue["leader"] for queue in listed if queue["type"] == "quorum"}
-    assert f"rabbit@{short(target)}" in leaders.values(), leaders
+    # Which node leads which queue afterwards shows nothing here: on RabbitMQ 3.10 the restarted
+    # node wins back many leaders by election before the rebalance runs, and `list_queues ...
+    # leader` times out on some queues. The handler's step, run and done, is what is checked.
+    spread = re.search(
+        r"Spread the quorum queues' leaders over the nodes again\] \*+\s+changed: \[(\S+)\]", out
+    )
+    assert spread and spread.group(1) == target, out[-4000:]
 
 
 def test_the_cluster_talks_over_its_own_network_not_the_default_route() -> None:
@@ -518,9 +520,10 @@ def test_a_broker_removed_by_its_playbook_leaves_the_cluster_and_no_task_is_lost
 
 
 def test_a_broker_lost_for_good_is_forgotten_and_no_task_is_lost() -> None:
-    """A broker whose host died (its RabbitMQ stopped, then the host frozen: no SSH either),
-    with 20 downloads queued (every worker node stopped): remove-broker.yml --limit that host,
-    with the fourth broker's line gone from the inventory, passes over the host that does not
+    """A broker whose host died (its RabbitMQ stopped, then the host powered off: no SSH, no
+    answer at its addresses), with 20 downloads queued (every worker node stopped):
+    remove-broker.yml --limit that host, with the fourth broker's line gone from the
+    inventory, passes over the host that does not
     answer and has the other brokers forget its node. The two brokers left list two nodes, the
     `celery` queue keeps a member on each, and every queued download completes."""
     lost = BROKERS[-1]
@@ -528,11 +531,9 @@ def test_a_broker_lost_for_good_is_forgotten_and_no_task_is_lost() -> None:
     prefix, count = f"lost-{uuid.uuid4().hex[:6]}", 20
     with queued_with_workers_stopped(prefix, count):
         assert host(lost).run("systemctl stop rabbitmq-server").rc == 0
-        docker("pause", lost)
-        try:
-            out = run_playbook("playbooks/remove-broker.yml", "-i", INVENTORY, "--limit", lost)
-        finally:
-            docker("unpause", lost)
+        # For good: the container stays stopped, the last test of the scenario.
+        docker("stop", lost)
+        out = run_playbook("playbooks/remove-broker.yml", "-i", INVENTORY, "--limit", lost)
     assert "UNREACHABLE" in out, out[-3000:]
     status = rabbitmqctl_json(BROKERS[0], "cluster_status")
     assert isinstance(status, dict)
