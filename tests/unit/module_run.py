@@ -23,6 +23,21 @@ _RUN = (
 )
 
 
+# For a stand-in firewall-cmd that holds a layer of the zone in `zone` (a dict of lists, and
+# its target) and its arguments in `args`: `--list-all` printed as firewalld prints it.
+LIST_ALL = """if args[-1] == "--list-all":
+    print("public (active)")
+    print("  target: " + zone.get("target", "default"))
+    for key, name in (("sources", "sources"), ("services", "services"), ("ports", "ports"),
+                      ("protocols", "protocols"), ("source-ports", "source_ports")):
+        print("  %s: %s" % (key, " ".join(zone.get(name, []))))
+    for key, name in (("forward-ports", "forward_ports"), ("rich rules", "rich_rules")):
+        items = zone.get(name, [])
+        print("  %s: " % key + ("\\n\\t" if items else "") + "\\n\\t".join(items))
+    sys.exit(0)
+"""
+
+
 def stand_in(bindir: Path, name: str, script: str) -> None:
     """SCRIPT as the command NAME in BINDIR."""
     bindir.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from module_run import run_module, stand_in
+from module_run import LIST_ALL, run_module, stand_in
 
 # firewall-cmd [--permanent] --zone=Z (--list-all | --list-KIND | --remove-KIND=ITEM...
 # | --add-rich-rule=R...)
-STAND_IN = """#!/usr/bin/env python3
+STAND_IN = (
+    """#!/usr/bin/env python3
 import json, os, sys
 KINDS = {"port": "ports", "source-port": "source_ports", "protocol": "protocols",
          "forward-port": "forward_ports", "source": "sources", "rich-rule": "rich_rules"}
@@ -23,17 +24,9 @@ path = os.path.join(os.environ["ZONE_DIR"], layer + ".json")
 zone = json.load(open(path)) if os.path.exists(path) else {}
 with open(os.path.join(os.environ["ZONE_DIR"], "calls"), "a") as log:
     log.write(json.dumps(args) + "\\n")
-if args[-1] == "--list-all":
-    print("public (active)")
-    print("  target: " + zone.get("target", "default"))
-    for key, name in (("sources", "sources"), ("services", "services"), ("ports", "ports"),
-                      ("protocols", "protocols"), ("source-ports", "source_ports")):
-        print("  %s: %s" % (key, " ".join(zone.get(name, []))))
-    for key, name in (("forward-ports", "forward_ports"), ("rich rules", "rich_rules")):
-        items = zone.get(name, [])
-        print("  %s: " % key + ("\\n\\t" if items else "") + "\\n\\t".join(items))
-    sys.exit(0)
-for arg in args:
+"""
+    + LIST_ALL
+    + """for arg in args:
     option, _, value = arg.partition("=")
     verb, _, kind = option[2:].partition("-")
     if verb == "list" and kind.rstrip("s") in KINDS:
@@ -52,6 +45,7 @@ for arg in args:
 json.dump(zone, open(path, "w"))
 print("success")
 """
+)
 
 OWNED = 'rule family="ipv4" source address="10.0.0.5/32" port port="5671" protocol="tcp" accept'
 FOREIGN = 'rule family="ipv4" source address="10.0.0.5/32" port port="8080" protocol="tcp" accept'

@@ -9,14 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from module_run import run_module, stand_in
+from module_run import LIST_ALL, run_module, stand_in
 
 # The modules' shared code, where module_run puts it for them.
 zone_info = importlib.import_module("ansible.module_utils.celery_firewalld").zone_info
 
 # firewall-cmd [--permanent] --zone=Z (--list-all | --set-target=T
 # | --(add|remove)-(port|service)=X...) and firewall-cmd --reload, each call logged.
-STAND_IN = """#!/usr/bin/env python3
+STAND_IN = (
+    """#!/usr/bin/env python3
 import json, os, sys
 args = sys.argv[1:]
 zone_dir = os.environ["ZONE_DIR"]
@@ -31,21 +32,10 @@ if args == ["--reload"]:
     sys.exit(0)
 layer = "permanent" if "--permanent" in args else "runtime"
 zone = load(layer)
-if args[-1] == "--list-all":
-    print("public (active)")
-    print("  target: " + zone.get("target", "default"))
-    for key, name in (("sources", "sources"), ("services", "services"), ("ports", "ports"),
-                      ("protocols", "protocols"), ("source-ports", "source_ports")):
-        print("  %s: %s" % (key, " ".join(zone.get(name, []))))
-    for key, name in (("forward-ports", "forward_ports"), ("rich rules", "rich_rules")):
-        items = zone.get(name, [])
-        print("  %s: " % key + ("\\n\\t" if items else "") + "\\n\\t".join(items))
-    sys.exit(0)
-for arg in args:
+"""
+    + LIST_ALL
+    + """for arg in args:
     option, _, value = arg.partition("=")
-    if option == "--get-target":
-        print(zone["target"])
-        sys.exit(0)
     if option == "--set-target":
         zone["target"] = value
     if option in ("--list-ports", "--list-services"):
@@ -59,6 +49,7 @@ for arg in args:
 json.dump(zone, open(os.path.join(zone_dir, layer + ".json"), "w"))
 print("success")
 """
+)
 
 # A fresh Debian host: firewalld's public zone, default target, ssh and dhcpv6-client open.
 FRESH = {"target": "default", "ports": [], "services": ["ssh", "dhcpv6-client"]}
