@@ -55,7 +55,7 @@ REMOTE_DIR = "/usr/local/lib/bench"
 # The packages site.yml installs on Debian (roles/*/vars/Debian.yml, roles/firewall/tasks), in
 # the same two ways: firewalld without its recommendations, the others with theirs.
 FLOOR_PACKAGES_NO_RECOMMENDS = ["firewalld", "netbase"]
-FLOOR_PACKAGES = ["rabbitmq-server", "python3-requests", "python3", "python3-venv"]
+FLOOR_PACKAGES = ["rabbitmq-server", "python3", "python3-venv"]
 
 
 def log(msg: str) -> None:
