@@ -2,8 +2,8 @@
 hosts, and the tutorial's usage as a client writes it.
 
 Group membership and node names come from the scenario's inventory, so the same helpers serve
-every scenario whose hosts are in the brokers / workers / flower / testhelpers groups. Each
-scenario's tests/conftest.py puts this directory on sys.path.
+every scenario whose hosts are in the brokers / workers / flower / testhelpers groups. Molecule's
+verifier has this directory on PYTHONPATH (.config/molecule/config.yml).
 """
 
 from __future__ import annotations
