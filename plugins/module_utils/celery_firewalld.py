@@ -40,17 +40,22 @@ def zone_info(listing: str) -> dict[str, list[str]]:
     return info
 
 
+def run_firewall_cmd(module: Any, *args: str) -> str:
+    """firewall-cmd with ARGS: its output. The module fails, naming the command, when
+    firewall-cmd does."""
+    argv = [module.get_bin_path("firewall-cmd", required=True), *args]
+    rc, out, err = module.run_command(argv)
+    if rc != 0:
+        module.fail_json(msg=f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()}")
+    return str(out)
+
+
 def zone_command(module: Any, zone: str) -> Callable[..., str]:
-    """firewall-cmd for ZONE: called with a layer and its arguments, it returns the output, and
-    fails the module, naming the command, when firewall-cmd does."""
-    cmd = module.get_bin_path("firewall-cmd", required=True)
+    """firewall-cmd for ZONE, called with a layer and its arguments (run_firewall_cmd)."""
 
     def firewall_cmd(layer: str, *args: str) -> str:
-        argv = [cmd] + (["--permanent"] if layer == "permanent" else []) + [f"--zone={zone}", *args]
-        rc, out, err = module.run_command(argv)
-        if rc != 0:
-            module.fail_json(msg=f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()}")
-        return str(out)
+        permanent = ["--permanent"] if layer == "permanent" else []
+        return run_firewall_cmd(module, *permanent, f"--zone={zone}", *args)
 
     return firewall_cmd
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.celery_firewalld import LAYERS, sshd_ports, zone_command, zone_info
+from ansible.module_utils.celery_firewalld import (
+    LAYERS,
+    run_firewall_cmd,
+    sshd_ports,
+    zone_command,
+    zone_info,
+)
 
 DOCUMENTATION = r"""
 module: firewalld_zone
@@ -130,10 +136,7 @@ def main() -> None:
         if remove:
             firewall_cmd(layer, *(f"--remove-service={service}" for service in remove))
     if had_target != target and not module.check_mode:
-        cmd = module.get_bin_path("firewall-cmd", required=True)
-        rc, out, err = module.run_command([cmd, "--reload"])
-        if rc != 0:
-            module.fail_json(msg=f"firewall-cmd --reload failed (rc {rc}): {(err or out).strip()}", **result)
+        run_firewall_cmd(module, "--reload")
     module.exit_json(**result)
 
 
