@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import json
 import os
+import pwd
+import tempfile
 import time
 from typing import Any
 
@@ -27,8 +29,9 @@ description:
     with RabbitMQ's salted hashing, SHA-256, SHA-512 or MD5), its tags differ, or its
     permissions are not exactly the ones given (permissions on another vhost, and any topic
     permission, are removed).
-  - Changes go in through one C(rabbitmqctl import_definitions) read from standard input (a
-    password only as a new salted SHA-256 hash, never on a command line), then
+  - Changes go in through one C(rabbitmqctl import_definitions) of a file that only the broker's
+    user can read, removed after (a password only as a new salted SHA-256 hash, never on a
+    command line), then
     C(clear_permissions), C(clear_topic_permissions) and C(delete_user) where needed. The import
     is asynchronous, so the module reads the definitions again until they hold what it wanted,
     for at most I(wait) seconds.
@@ -73,6 +76,16 @@ options:
     description: Seconds to wait for an import to show in the definitions.
     type: int
     default: 30
+  import_dir:
+    description:
+      - Directory of the file that the import reads, removed after (mode 0600, owned by
+        I(import_owner), as it holds password hashes).
+    type: path
+    default: /var/lib/rabbitmq
+  import_owner:
+    description: The user that runs the broker and reads the import's file.
+    type: str
+    default: rabbitmq
 """
 
 RETURN = r"""
@@ -240,6 +253,29 @@ def export(module: AnsibleModule) -> dict[str, Any]:
     return definitions
 
 
+def import_file(module: AnsibleModule, imported: dict[str, Any]) -> None:
+    """IMPORTED put in with `rabbitmqctl import_definitions` from a file that only the broker's
+    user reads (it holds password hashes), removed after. Read from standard input, the
+    import never ends on RabbitMQ 4.0."""
+    fd, path = tempfile.mkstemp(prefix=".definitions-", suffix=".json", dir=module.params["import_dir"])
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(imported, handle)
+        try:
+            owner = pwd.getpwnam(module.params["import_owner"])
+        except KeyError:
+            owner = None
+        if owner is not None and os.geteuid() == 0:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        rc, out, err = module.run_command(["rabbitmqctl", "--quiet", "import_definitions", path])
+        if rc != 0:
+            module.fail_json(
+                msg=f"rabbitmqctl import_definitions failed (rc {rc}): {err.strip() or out.strip()}"
+            )
+    finally:
+        os.unlink(path)
+
+
 def main() -> None:
     permission = {
         "vhost": {"type": "str", "required": True},
@@ -260,6 +296,8 @@ def main() -> None:
             "absent_users": {"type": "list", "elements": "str", "default": []},
             "policies": {"type": "list", "elements": "dict", "default": []},
             "wait": {"type": "int", "default": 30},
+            "import_dir": {"type": "path", "default": "/var/lib/rabbitmq"},
+            "import_owner": {"type": "str", "default": "rabbitmq"},
         },
         supports_check_mode=True,
     )
@@ -281,13 +319,7 @@ def main() -> None:
 
     imported, commands = plan(definitions, wanted, found)
     if imported:
-        rc, out, err = module.run_command(
-            ["rabbitmqctl", "--quiet", "import_definitions"], data=json.dumps(imported), binary_data=True
-        )
-        if rc != 0:
-            module.fail_json(
-                msg=f"rabbitmqctl import_definitions failed (rc {rc}): {err.strip() or out.strip()}"
-            )
+        import_file(module, imported)
     for command in commands:
         rc, out, err = module.run_command(command)
         if rc != 0:

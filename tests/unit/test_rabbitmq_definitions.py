@@ -182,8 +182,8 @@ def test_guest_may_stay_when_not_listed_absent() -> None:
     assert drift(defs, {**WANTED, "absent_users": []}) == []
 
 
-# A stand-in rabbitmqctl keeping the definitions in the JSON file $DEFS: export, import (from
-# standard input, merged by name as RabbitMQ merges), clear_permissions,
+# A stand-in rabbitmqctl keeping the definitions in the JSON file $DEFS: export, import (of a
+# file, merged by name as RabbitMQ merges; logged with the file's mode), clear_permissions,
 # clear_topic_permissions, delete_user; every call logged to $DEFS.log. Exit 69 when $DEFS
 # is missing (a node that does not answer).
 RABBITMQCTL = """#!/usr/bin/env python3
@@ -200,7 +200,9 @@ if args[0] == "export_definitions":
     print(json.dumps(defs))
     sys.exit(0)
 if args[0] == "import_definitions":
-    new = json.load(sys.stdin)
+    new = json.load(open(args[1]))
+    with open(path + ".log", "a") as log:
+        log.write("mode %o\\n" % (os.stat(args[1]).st_mode & 0o777))
     keys = {"vhosts": ("name",), "users": ("name",), "permissions": ("user", "vhost"),
             "policies": ("vhost", "name")}
     for kind, key in keys.items():
@@ -221,7 +223,9 @@ def run(tmp_path: Path, defs: dict[str, Any] | None, check: bool = False) -> dic
     state = tmp_path / "defs.json"
     if defs is not None and not state.exists():
         state.write_text(json.dumps(defs))
-    return run_module("rabbitmq_definitions", tmp_path, WANTED, check=check, env={"DEFS": str(state)})
+    (tmp_path / "import").mkdir(exist_ok=True)
+    params = {**WANTED, "import_dir": str(tmp_path / "import")}
+    return run_module("rabbitmq_definitions", tmp_path, params, check=check, env={"DEFS": str(state)})
 
 
 def calls(tmp_path: Path) -> list[str]:
@@ -239,12 +243,10 @@ def test_a_new_broker_gets_everything_and_a_second_run_changes_nothing(tmp_path:
     result = run(tmp_path, empty)
     assert result["changed"] is True
     assert result["differed"] == ALL_KEYS
-    assert calls(tmp_path) == [
-        "export_definitions -",
-        "import_definitions",
-        "delete_user guest",
-        "export_definitions -",
-    ]
+    assert calls(tmp_path)[0] == "export_definitions -"
+    assert calls(tmp_path)[1].startswith(f"import_definitions {tmp_path / 'import'}/")
+    assert calls(tmp_path)[2:] == ["mode 600", "delete_user guest", "export_definitions -"]
+    assert not list((tmp_path / "import").iterdir())
     assert drift(json.loads((tmp_path / "defs.json").read_text())) == []
     assert run(tmp_path, None)["changed"] is False
 
