@@ -29,6 +29,7 @@ from celerylab import (
     WEB,
     WORKERS,
     ansible_playbook,
+    classic_queue_with_messages,
     connect,
     connections,
     docker,
@@ -494,7 +495,9 @@ def test_the_cluster_talks_over_its_own_network_not_the_default_route() -> None:
 
 def test_a_broker_removed_by_its_playbook_leaves_the_cluster_and_no_task_is_lost() -> None:
     """playbooks/remove-broker.yml refuses to run without --limit, or with one naming a worker
-    host, with nothing changed; with --limit the fourth broker, while 20 downloads wait in the
+    host, with nothing changed; with --limit the fourth broker, it refuses while a classic
+    queue on that node holds messages, naming the queue, with the node still a running member
+    out of maintenance. With the queue deleted, while 20 downloads wait in the
     queue (every worker node stopped), the node leaves: the others list three nodes, the
     `celery` queue keeps a member on each of them, the host's RabbitMQ is stopped and disabled,
     and once the nodes start again every queued download completes."""
@@ -506,6 +509,16 @@ def test_a_broker_removed_by_its_playbook_leaves_the_cluster_and_no_task_is_lost
     rc, out = ansible_playbook("playbooks/remove-broker.yml", "-i", inventory, "--limit", WORKERS[0])
     assert rc != 0 and "name one host of `brokers` per run" in " ".join(out.split()), out[-3000:]
     assert cluster_running_nodes(BROKERS[0]) == four
+    leftover = f"leftover-{uuid.uuid4().hex[:6]}"
+    classic_queue_with_messages(WORKERS[0], SPARE_BROKER, leftover, 3)
+    rc, out = ansible_playbook("playbooks/remove-broker.yml", "-i", inventory, "--limit", SPARE_BROKER)
+    said = " ".join(out.split())
+    assert rc != 0 and f"{leftover} (vhost downloader): 3 messages" in said, out[-3000:]
+    status = rabbitmqctl_json(BROKERS[0], "cluster_status")
+    assert isinstance(status, dict)
+    assert set(status["running_nodes"]) == four, status
+    assert status["maintenance_status"][f"rabbit@{short(SPARE_BROKER)}"] == "not under maintenance", status
+    assert host(SPARE_BROKER).run("rabbitmqctl delete_queue -p downloader %s", leftover).rc == 0
     prefix, count = f"leave-{uuid.uuid4().hex[:6]}", 20
     with queued_with_workers_stopped(prefix, count):
         run_playbook("playbooks/remove-broker.yml", "-i", inventory, "--limit", SPARE_BROKER)

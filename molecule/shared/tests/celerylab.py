@@ -152,6 +152,8 @@ CONNECT = probe("connect.py")
 HTTP = probe("http_request.py")
 # An AMQP login with the app's venv (kombu, as the app connects): "open", or the kind of failure.
 AMQP_LOGIN = probe("amqp_login.py")
+# A durable classic queue on one broker, with persistent messages in it: "filled".
+CLASSIC_QUEUE = probe("classic_queue.py")
 # A throwaway Erlang node pings a broker's node: ping=pong or ping=pang.
 ERLANG_PING = probe("erlang_ping.erl").strip()
 
@@ -248,6 +250,16 @@ def amqp_login(
     )
     assert result.rc == 0, f"on {src}: {result.stdout}\n{result.stderr}"
     return result.stdout.strip().splitlines()[-1]
+
+
+def classic_queue_with_messages(src: str, broker: str, name: str, count: int) -> None:
+    """A durable classic queue NAME on BROKER (on the app vhost, declared from SRC as the worker
+    user) holding COUNT persistent messages."""
+    url = f"pyamqp://downloader:{app_password()}@{broker}:{AMQP_PORT}/downloader"
+    result = host(src).run(
+        "timeout 60 %s -c %s %s %s %s %s", VENV_PYTHON, CLASSIC_QUEUE, url, CA_FILE, name, str(count)
+    )
+    assert result.rc == 0 and "filled" in result.stdout, f"on {src}: {result.stdout}\n{result.stderr}"
 
 
 def erlang_ping(src: str, dst: str, dist_args: str) -> str:
