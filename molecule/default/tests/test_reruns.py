@@ -3,9 +3,11 @@ nothing to change."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from celerylab import (
+    BROKERS,
     CA_FILE,
     CLUSTER,
     FLOWER_PORT,
@@ -15,8 +17,10 @@ from celerylab import (
     INVENTORY,
     RECAP,
     RUNNER,
+    SECRETS,
     WEB,
     WORKERS,
+    amqp_login,
     cluster_address_of,
     connect,
     host,
@@ -61,12 +65,21 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
     (outside its sources); a port opened to all (--add-port), a forward-port to Flower's port,
     a source bound to the zone, a rule for a port no role uses, and the port firewall_kept
     lists, each in force and saved; and one of Flower's dependencies (humanize) uninstalled
-    from the app's venv. `site.yml --tags firewall,flower_firewall,celery_app_install`
-    limited to that host puts every setting of the zone back as it was but the kept port
-    (Flower's port and the port opened by hand drop the web host's connection again),
-    installs the missing distribution at its locked version from the wheelhouse (the venv's
-    stamp no longer matches the venv), and Flower answers again."""
-    flower = FLOWERS[0]
+    from the app's venv. On the broker, by hand: Flower's user given another password, the
+    client's user a tag and every right on the vhost `/`. `site.yml --tags
+    firewall,flower_firewall,celery_app_install,rabbitmq_users` limited to those two hosts
+    puts every setting of the zone back as it was but the kept port (Flower's port and the
+    port opened by hand drop the web host's connection again), installs the missing
+    distribution at its locked version from the wheelhouse (the venv's stamp no longer
+    matches the venv), and Flower answers again; Flower's user logs in with its password
+    again, and the client's user has no tag and rights on the app vhost alone."""
+    flower, broker = FLOWERS[0], BROKERS[0]
+    flower_password = (SECRETS / "rabbitmq_flower_password").read_text().split()[0]
+    users_by_hand = [
+        "rabbitmqctl -q change_password downloader-flower not-the-password",
+        "rabbitmqctl -q set_permissions -p / downloader-client '.*' '.*' '.*'",
+        "rabbitmqctl -q set_user_tags downloader-client management",
+    ]
     rule = (
         f'rule family="ipv4" source address="{cluster_address_of(WEB)}/32" '
         f'port port="{FLOWER_PORT}" protocol="tcp" accept'
@@ -103,8 +116,10 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
         assert pip_show(flower, "humanize").startswith("rc "), "humanize is still installed"
         assert connect(WEB, flower, FLOWER_PORT) == "open", "the rule added by hand had no effect"
         assert connect(WEB, flower, 8081).startswith("ConnectionRefused"), "--add-port had no effect"
-        tags = "firewall,flower_firewall,celery_app_install"
-        run_playbook("site.yml", "-i", INVENTORY, "--tags", tags, "--limit", flower)
+        host(broker).check_output(" && ".join(users_by_hand))
+        assert amqp_login(flower, "downloader-flower", flower_password).startswith("refused")
+        tags = "firewall,flower_firewall,celery_app_install,rabbitmq_users"
+        run_playbook("site.yml", "-i", INVENTORY, "--tags", tags, "--limit", f"{flower},{broker}")
         after = zone_state(flower)
         assert {layer: KEPT_PORT in ports for layer, ports in ports_of(after).items()} == {
             "runtime": True,
@@ -120,6 +135,13 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
         assert connect(WEB, flower, FLOWER_PORT).startswith("TimeoutError")
         assert connect(WEB, flower, 8081).startswith("TimeoutError")
         assert pip_show(flower, "humanize") == locked
+        assert amqp_login(flower, "downloader-flower", flower_password) == "open"
+        rights = host(broker).check_output(
+            "rabbitmqctl -q list_user_permissions downloader-client --formatter json"
+        )
+        assert [r["vhost"] for r in json.loads(rights)] == ["downloader"], rights
+        users = json.loads(host(broker).check_output("rabbitmqctl -q list_users --formatter json"))
+        assert {u["user"]: u["tags"] for u in users}["downloader-client"] == [], users
         # The install restarted Flower (a notified handler): it answers within a bounded wait.
         answered = ""
         for _ in range(30):
@@ -141,6 +163,12 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
                 "firewall-cmd --reload",
             ]
             host(flower).run("; ".join(undo))
+            host(broker).run(
+                "rabbitmqctl -q change_password downloader-flower %s; "
+                "rabbitmqctl -q clear_permissions -p / downloader-client; "
+                "rabbitmqctl -q set_user_tags downloader-client",
+                flower_password,
+            )
 
 
 def test_check_mode_on_the_converged_cluster_reports_nothing_to_change() -> None:
