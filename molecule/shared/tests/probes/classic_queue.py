@@ -5,6 +5,7 @@ the node of the connection that declared it."""
 import ssl
 import sys
 
+import amqp
 from kombu import Connection
 
 url, cafile, name, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -14,7 +15,5 @@ with Connection(url, ssl=tls, connect_timeout=5) as conn:
     channel.confirm_select()
     channel.queue_declare(name, durable=True, auto_delete=False, arguments={"x-queue-type": "classic"})
     for _ in range(count):
-        channel.basic_publish(
-            channel.prepare_message(b"left behind", delivery_mode=2), exchange="", routing_key=name
-        )
+        channel.basic_publish(amqp.Message(b"left behind", delivery_mode=2), exchange="", routing_key=name)
 print("filled")
