@@ -1,13 +1,16 @@
 """Broker versions: the RabbitMQ and Erlang packages are held at the version installed, and a
 run that asks for another version stops at the broker before anything changes there;
 playbooks/upgrade-brokers.yml refuses a hop RabbitMQ does not support or the package sources do
-not offer, and changes nothing at the installed version."""
+not offer, changes nothing at the installed version, and leaves a broker whose new package
+fails to install running at its old version, held, out of maintenance."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
-from celerylab import BROKERS, INVENTORY, ansible_playbook, host, run_playbook
+from celerylab import BROKERS, INVENTORY, ansible_playbook, host, probe, run_playbook
 
 INSTALLED = (
     "dpkg-query --show --showformat='${db:Status-Status} ${Package}\\n' rabbitmq-server 'erlang-*' "
@@ -118,3 +121,51 @@ def test_upgrade_brokers_at_the_installed_version_changes_nothing() -> None:
     assert {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS} == before
     for broker in BROKERS:
         assert "rabbitmq-server" in host(broker).check_output("apt-mark showhold").split()
+
+
+def test_an_upgrade_whose_package_fails_leaves_the_broker_running_held_and_in_service() -> None:
+    """The next patch release, offered by a repository added on each broker just before the run
+    (a local one whose package fails in its preinst, before dpkg replaces a file): the upgrade
+    passes its checks, stops the first broker and fails at its package install. The rescue
+    holds the installed packages again and starts and revives the node: the run fails saying
+    that the node was not upgraded; that broker runs a new process at its old version, held,
+    not under maintenance, its cluster whole again; no other broker was touched."""
+    version = version_of(BROKERS[0])
+    installed = upstream_of(version)
+    wanted = re.sub(r"[0-9]+$", lambda last: str(int(last.group()) + 1), installed)
+    repo = probe("failing_rabbitmq_repo.sh")
+    before = {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS}
+    try:
+        for broker in BROKERS:
+            host(broker).check_output("sh -c %s repo add %s", repo, f"{wanted}-1")
+        rc, out = ansible_playbook(
+            "playbooks/upgrade-brokers.yml", "-i", INVENTORY, "-e", f"rabbitmq_version={wanted}"
+        )
+    finally:
+        for broker in BROKERS:
+            host(broker).run("sh -c %s repo remove", repo)
+    said = " ".join(out.split())
+    assert rc != 0, out[-4000:]
+    stopped = [broker for broker in BROKERS if main_pid(broker) != before[broker][1]]
+    assert len(stopped) == 1, (stopped, out[-4000:])
+    broker = stopped[0]
+    assert f"was not upgraded to {wanted}" in said, out[-4000:]
+    assert "Its packages are held at the version now installed" in said, out[-4000:]
+    assert {b: (version_of(b), main_pid(b)) for b in BROKERS if b != broker} == {
+        b: before[b] for b in BROKERS if b != broker
+    }
+    assert version_of(broker) == version
+    assert "rabbitmq-server" in host(broker).check_output("apt-mark showhold").split()
+    nodes = {f"rabbit@{host(b).check_output('hostname -s').strip()}" for b in BROKERS}
+    status: dict[str, object] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        result = host(broker).run("rabbitmqctl cluster_status --formatter json")
+        status = json.loads(result.stdout) if result.rc == 0 else {}
+        if set(status.get("running_nodes", [])) == nodes:
+            break
+        time.sleep(3)
+    assert set(status.get("running_nodes", [])) == nodes, status
+    node = f"rabbit@{host(broker).check_output('hostname -s').strip()}"
+    maintenance = status["maintenance_status"]
+    assert isinstance(maintenance, dict) and maintenance[node] == "not under maintenance", status
