@@ -150,11 +150,15 @@ def test_an_upgrade_whose_package_fails_leaves_the_broker_running_held_and_in_se
     assert len(stopped) == 1, (stopped, out[-4000:])
     broker = stopped[0]
     assert f"was not upgraded to {wanted}" in said, out[-4000:]
+    assert f"install 'rabbitmq-server={wanted}-1'' failed" in said, out[-4000:]
+    assert "/usr/bin/dpkg returned an error code (1)" in said, out[-4000:]
     assert "Its packages are held at the version now installed" in said, out[-4000:]
     assert {b: (version_of(b), main_pid(b)) for b in BROKERS if b != broker} == {
         b: before[b] for b in BROKERS if b != broker
     }
     assert version_of(broker) == version
+    status_of = "dpkg-query --show --showformat='${db:Status-Abbrev}' rabbitmq-server"
+    assert host(broker).check_output(status_of).strip() == "hi", "the package is not installed and held"
     assert "rabbitmq-server" in host(broker).check_output("apt-mark showhold").split()
     nodes = {f"rabbit@{host(b).check_output('hostname -s').strip()}" for b in BROKERS}
     status: dict[str, object] = {}
