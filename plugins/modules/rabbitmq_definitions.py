@@ -103,7 +103,6 @@ HASHES = {
 }
 SALT_BYTES = 4
 NEW_HASH = "rabbit_password_hashing_sha256"
-EXPORT = ["rabbitmqctl", "--quiet", "export_definitions", "-"]
 
 
 def password_matches(password_hash: str, algorithm: str, password: str) -> bool:
@@ -138,6 +137,11 @@ def _perms(entries: list[dict[str, Any]]) -> dict[str, tuple[str, str, str]]:
     return {p["vhost"]: (p["configure"], p["write"], p["read"]) for p in entries}
 
 
+def _of_user(definitions: dict[str, Any], kind: str, name: str) -> list[dict[str, Any]]:
+    """The entries of DEFINITIONS[KIND] (permissions, topic_permissions) that belong to user NAME."""
+    return [p for p in definitions.get(kind, []) if p.get("user") == name]
+
+
 def user_differences(
     user: dict[str, Any], have: dict[str, Any] | None, definitions: dict[str, Any]
 ) -> list[str]:
@@ -151,10 +155,9 @@ def user_differences(
         found.append("password")
     if _tags(have) != sorted(user["tags"]):
         found.append("tags")
-    have_perms = _perms([p for p in definitions.get("permissions", []) if p.get("user") == user["name"]])
-    if have_perms != _perms(user["permissions"]):
+    if _perms(_of_user(definitions, "permissions", user["name"])) != _perms(user["permissions"]):
         found.append("permissions")
-    if any(p.get("user") == user["name"] for p in definitions.get("topic_permissions", [])):
+    if _of_user(definitions, "topic_permissions", user["name"]):
         found.append("topic permissions")
     return found
 
@@ -192,47 +195,44 @@ def differences(definitions: dict[str, Any], wanted: dict[str, Any]) -> dict[str
 def plan(
     definitions: dict[str, Any], wanted: dict[str, Any], found: dict[str, list[str]]
 ) -> tuple[dict[str, Any], list[list[str]]]:
-    """What puts FOUND right: the definitions to import, and the rabbitmqctl commands after it."""
+    """What puts FOUND right: the definitions to import, and the rabbitmqctl commands (their
+    arguments) to run after it."""
     users = {u.get("name"): u for u in definitions.get("users", [])}
-    imported: dict[str, Any] = {"vhosts": [], "users": [], "permissions": [], "policies": []}
+    imported: dict[str, Any] = {
+        "vhosts": [{"name": v} for v in wanted["vhosts"] if f"vhost:{v}" in found],
+        "users": [],
+        "permissions": [],
+        "policies": [p for p in wanted["policies"] if f"policy:{p['vhost']}/{p['name']}" in found],
+    }
     commands: list[list[str]] = []
-    imported["vhosts"] = [{"name": v} for v in wanted["vhosts"] if f"vhost:{v}" in found]
     for user in wanted["users"]:
-        differ = found.get(f"user:{user['name']}")
+        name = user["name"]
+        differ = found.get(f"user:{name}")
         if not differ:
             continue
-        have = users.get(user["name"]) or {}
+        have = users.get(name) or {}
         keep = "missing" not in differ and "password" not in differ
         imported["users"].append(
             {
-                "name": user["name"],
+                "name": name,
                 "password_hash": have["password_hash"] if keep else password_hash(user["password"]),
                 "hashing_algorithm": have["hashing_algorithm"] if keep else NEW_HASH,
                 "tags": sorted(user["tags"]),
                 "limits": have.get("limits") or {},
             }
         )
-        imported["permissions"] += [{"user": user["name"], **p} for p in user["permissions"]]
+        imported["permissions"] += [{"user": name, **p} for p in user["permissions"]]
         wanted_vhosts = {p["vhost"] for p in user["permissions"]}
         commands += [
-            ["rabbitmqctl", "--quiet", "clear_permissions", "-p", p["vhost"], user["name"]]
-            for p in definitions.get("permissions", [])
-            if p.get("user") == user["name"] and p["vhost"] not in wanted_vhosts
+            ["clear_permissions", "-p", p["vhost"], name]
+            for p in _of_user(definitions, "permissions", name)
+            if p["vhost"] not in wanted_vhosts
         ]
         commands += [
-            ["rabbitmqctl", "--quiet", "clear_topic_permissions", "-p", vhost, user["name"]]
-            for vhost in sorted(
-                {
-                    p["vhost"]
-                    for p in definitions.get("topic_permissions", [])
-                    if p.get("user") == user["name"]
-                }
-            )
+            ["clear_topic_permissions", "-p", vhost, name]
+            for vhost in sorted({p["vhost"] for p in _of_user(definitions, "topic_permissions", name)})
         ]
-    imported["policies"] = [p for p in wanted["policies"] if f"policy:{p['vhost']}/{p['name']}" in found]
-    commands += [
-        ["rabbitmqctl", "--quiet", "delete_user", n] for n in wanted["absent_users"] if f"user:{n}" in found
-    ]
+    commands += [["delete_user", n] for n in wanted["absent_users"] if f"user:{n}" in found]
     return {k: v for k, v in imported.items() if v}, commands
 
 
@@ -240,16 +240,24 @@ def describe(found: dict[str, list[str]]) -> str:
     return "".join(f"{key}: {', '.join(what)}\n" for key, what in found.items())
 
 
+def rabbitmqctl(module: AnsibleModule, *args: str) -> str:
+    """`rabbitmqctl --quiet ARGS`: its output. The module fails, naming the command, when
+    rabbitmqctl does."""
+    argv = ["rabbitmqctl", "--quiet", *args]
+    rc, out, err = module.run_command(argv)
+    if rc != 0:
+        module.fail_json(msg=f"`{' '.join(argv)}` failed (rc {rc}): {err.strip() or out.strip()[:500]}")
+    return str(out)
+
+
 def export(module: AnsibleModule) -> dict[str, Any]:
-    rc, out, err = module.run_command(EXPORT)
+    out = rabbitmqctl(module, "export_definitions", "-")
     try:
-        definitions = json.loads(out) if rc == 0 else None
+        definitions = json.loads(out)
     except ValueError:
         definitions = None
     if not isinstance(definitions, dict) or not isinstance(definitions.get("users"), list):
-        module.fail_json(
-            msg=f"`{' '.join(EXPORT)}` gave no definitions (rc {rc}): {err.strip() or out.strip()[:500]}"
-        )
+        module.fail_json(msg=f"`rabbitmqctl export_definitions -` gave no definitions: {out.strip()[:500]}")
     return definitions
 
 
@@ -267,11 +275,7 @@ def import_file(module: AnsibleModule, imported: dict[str, Any]) -> None:
             owner = None
         if owner is not None and os.geteuid() == 0:
             os.chown(path, owner.pw_uid, owner.pw_gid)
-        rc, out, err = module.run_command(["rabbitmqctl", "--quiet", "import_definitions", path])
-        if rc != 0:
-            module.fail_json(
-                msg=f"rabbitmqctl import_definitions failed (rc {rc}): {err.strip() or out.strip()}"
-            )
+        rabbitmqctl(module, "import_definitions", path)
     finally:
         os.unlink(path)
 
@@ -321,9 +325,7 @@ def main() -> None:
     if imported:
         import_file(module, imported)
     for command in commands:
-        rc, out, err = module.run_command(command)
-        if rc != 0:
-            module.fail_json(msg=f"`{' '.join(command)}` failed (rc {rc}): {err.strip() or out.strip()}")
+        rabbitmqctl(module, *command)
     deadline = time.monotonic() + module.params["wait"]
     while left := differences(export(module), wanted):
         if time.monotonic() >= deadline:
