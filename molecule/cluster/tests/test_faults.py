@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-import yaml
 from celerylab import (
     AMQP_PORT,
     BROKERS,
@@ -33,6 +33,7 @@ from celerylab import (
     connect,
     connections,
     docker,
+    edited_inventory,
     erlang_ping,
     expected_nodes,
     flower_credentials,
@@ -278,31 +279,17 @@ def test_a_stopped_broker_loses_no_task_and_rejoins() -> None:
     assert cluster_running_nodes(victim) == expected, f"{victim} did not rejoin"
 
 
-# Grown inventories live beside molecule's inventory directory, not in it: Ansible reads every
-# file of that directory as inventory, and a grown file found there at a converge (left by
-# an earlier run, which molecule had not pruned) put the spare host in `workers`, and every
-# test counting worker nodes failed. Links give the
-# grown inventories the scenario's group_vars, host_vars and generated secrets
-# (INVENTORY_DIR/.secrets).
-GROWN = Path(INVENTORY).parent.parent / "grown-inventory"
 for stale in Path(INVENTORY).parent.glob("grown-*.yml"):  # left by older versions of this module
     stale.unlink()
 
 
 def grown_inventory(group: str = "workers", new_host: str = SPARE) -> str:
     """The scenario's inventory with NEW_HOST added under GROUP."""
-    GROWN.mkdir(exist_ok=True)
-    for name in ("group_vars", "host_vars", ".secrets"):
-        link = GROWN / name
-        if not link.is_symlink():
-            link.symlink_to(Path(INVENTORY).parent / name)
-    data = yaml.safe_load(Path(INVENTORY).read_text())
-    # Molecule writes each group at the top level; a hand-written inventory nests them.
-    groups = data if group in data else data["all"]["children"]
-    groups[group].setdefault("hosts", {})[new_host] = None
-    path = GROWN / f"grown-{group}.yml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
+
+    def grow(groups: dict[str, Any]) -> None:
+        groups[group].setdefault("hosts", {})[new_host] = None
+
+    return edited_inventory(f"grown-{group}", grow)
 
 
 def service_pids() -> dict[tuple[str, str], int]:

@@ -14,12 +14,14 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import testinfra
+import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -285,6 +287,30 @@ def secrets() -> list[str]:
     keys = [p.read_text().splitlines()[1] for p in PKI.glob("*.key")]
     assert len(keys) > len(CLUSTER), f"expected the CA's and every host's key in {PKI}"
     return found + keys
+
+
+# Edited inventories live beside molecule's inventory directory, not in it: Ansible reads every
+# file of that directory as inventory, and an edited file found there at a converge (left by
+# an earlier run, which molecule had not pruned) put a spare host in `workers`, and every test
+# counting worker nodes failed. Links give them the scenario's group_vars, host_vars and
+# generated secrets (INVENTORY_DIR/.secrets).
+EDITED = Path(INVENTORY).parent.parent / "grown-inventory"
+
+
+def edited_inventory(name: str, edit: Callable[[dict[str, Any]], None]) -> str:
+    """A copy of the scenario's inventory, NAME.yml, whose groups (a dict by group name) EDIT
+    has changed in place: the path, for ansible-playbook -i."""
+    EDITED.mkdir(exist_ok=True)
+    for link_name in ("group_vars", "host_vars", ".secrets"):
+        link = EDITED / link_name
+        if not link.is_symlink():
+            link.symlink_to(Path(INVENTORY).parent / link_name)
+    data = yaml.safe_load(Path(INVENTORY).read_text())
+    # Molecule writes each group at the top level; a hand-written inventory nests them.
+    edit(data["all"]["children"] if "children" in data.get("all", {}) else data)
+    path = EDITED / f"{name}.yml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
 
 
 # A line of the play recap: host, changed, unreachable, failed.
