@@ -1,4 +1,5 @@
-"""Filters of backup.yml: the brokers' exported definitions as a restore can import them."""
+"""Filters of backup.yml and move-brokers.yml: the brokers' exported definitions as an import
+into a cluster can take them."""
 
 from __future__ import annotations
 
