@@ -23,21 +23,26 @@ def listing(vhost: str, *queues: dict[str, Any]) -> dict[str, Any]:
     return {"item": vhost, "stdout": "[\n" + "\n,".join(json.dumps(r) for r in rows) + "\n]", "rc": 0}
 
 
+# Both filters read the same listings: queues of every type, with and without messages, of a
+# connection and of none, one whose member is down (messages "").
+LISTINGS = [
+    listing(
+        "downloader",
+        {"name": "celery", "type": "quorum", "messages": 20},
+        {"name": "celery_delayed_3", "type": "quorum", "messages": 0},
+        {"name": "leftover", "messages": 3},
+        {"name": "empty"},
+        {"name": "celeryev.0b1c", "messages": 5, "auto_delete": True},
+        {"name": "amq.gen-x", "messages": 1, "exclusive": True},
+        {"name": "logs", "type": "stream", "messages": 9},
+        {"name": "down", "type": "quorum", "messages": ""},
+    ),
+    listing("/", {"name": "reports", "messages": 1}),
+]
+
+
 def test_only_classic_queues_of_no_connection_with_messages() -> None:
-    listings = [
-        listing(
-            "downloader",
-            {"name": "celery", "type": "quorum", "messages": 20},
-            {"name": "celery_delayed_3", "type": "quorum", "messages": 0},
-            {"name": "leftover", "messages": 3},
-            {"name": "empty"},
-            {"name": "celeryev.0b1c", "messages": 5, "auto_delete": True},
-            {"name": "amq.gen-x", "messages": 1, "exclusive": True},
-            {"name": "logs", "type": "stream", "messages": 9},
-        ),
-        listing("/", {"name": "reports", "messages": 1}),
-    ]
-    assert plugin.stranded_classic_queues(listings) == [
+    assert plugin.stranded_classic_queues(LISTINGS) == [
         "leftover (vhost downloader): 3 messages",
         "reports (vhost /): 1 messages",
     ]
@@ -50,19 +55,11 @@ def test_a_vhost_without_queues_and_a_queue_that_is_down() -> None:
 
 
 def test_every_type_of_queue_with_messages_for_a_move() -> None:
-    listings = [
-        listing(
-            "downloader",
-            {"name": "celery", "type": "quorum", "messages": 20},
-            {"name": "celery_delayed_3", "type": "quorum", "messages": 0},
-            {"name": "leftover", "messages": 3},
-            {"name": "celeryev.0b1c", "messages": 5, "auto_delete": True},
-            {"name": "down", "type": "quorum", "messages": ""},
-        )
-    ]
-    assert plugin.queues_with_messages(listings) == [
+    assert plugin.queues_with_messages(LISTINGS) == [
         "celery (vhost downloader): 20 messages",
         "leftover (vhost downloader): 3 messages",
+        "logs (vhost downloader): 9 messages",
+        "reports (vhost /): 1 messages",
     ]
 
 
