@@ -1,0 +1,116 @@
+"""Filters of the cluster role: the inventory's list of Celery apps (`cluster_apps`), checked
+(validate.yml) and completed with what each entry leaves out (the other roles' defaults)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+KINDS = ("worker", "flower", "client")
+KEYS = ("id", "vhost", "users", "passwords", "task_exchanges")
+ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# The first app's users and passwords are cluster_broker_users / cluster_broker_passwords.
+OTHERS_ONLY = ("users", "passwords")
+
+
+def _label(index: int, app: Any) -> str:
+    name = app.get("id") if isinstance(app, Mapping) else None
+    return f"cluster_apps[{index}]" + (f" ({name})" if isinstance(name, str) and name else "")
+
+
+def _kinds_problems(where: str, key: str, value: Any, secret: bool) -> list[str]:
+    if not isinstance(value, Mapping) or set(value) != set(KINDS):
+        return [f"{where}: {key} must map exactly worker, flower and client to a name"]
+    empty = [kind for kind in KINDS if not isinstance(value[kind], str) or not value[kind]]
+    if empty:
+        what = "password" if secret else "user name"
+        return [f"{where}: {key}.{', '.join(empty)} must be a non-empty {what}"]
+    return []
+
+
+def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = None) -> list[str]:
+    """What is wrong with APPS (`cluster_apps`), one message per fault; [] when nothing is.
+    FIRST_USERS: the first app's users (cluster_broker_users), when they can be read yet."""
+    if not isinstance(apps, list) or not apps:
+        return ["cluster_apps must be a list of apps (at least one: - id: downloader)"]
+    problems: list[str] = []
+    for index, app in enumerate(apps):
+        where = _label(index, app)
+        if not isinstance(app, Mapping):
+            problems.append(f"{where} must be a mapping such as {{id: myapp}}, not {app!r}")
+            continue
+        unknown = sorted(set(app) - set(KEYS))
+        if unknown:
+            problems.append(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
+        if not isinstance(app.get("id"), str) or not ID.match(app["id"]):
+            problems.append(
+                f"{where}: id must be 1 to 32 of a-z, 0-9, _ and -, starting with a letter "
+                f"(got {app.get('id')!r})"
+            )
+        if "vhost" in app and (not isinstance(app["vhost"], str) or not app["vhost"]):
+            problems.append(f"{where}: vhost must be a non-empty string")
+        exchanges = app.get("task_exchanges", ["celery"])
+        if (
+            not isinstance(exchanges, list)
+            or not exchanges
+            or not all(isinstance(name, str) and name for name in exchanges)
+        ):
+            problems.append(f"{where}: task_exchanges must be a non-empty list of exchange names")
+        for key in OTHERS_ONLY:
+            if key not in app:
+                continue
+            if index == 0:
+                problems.append(f"{where}: the first app's {key} are cluster_broker_{key}: set that instead")
+            else:
+                problems += _kinds_problems(where, key, app[key], secret=key == "passwords")
+    if problems:
+        return problems
+    completed = cluster_apps_complete(apps, first_users, "")
+    for key in ("id", "vhost"):
+        values = [app[key] for app in completed]
+        twice = sorted({value for value in values if values.count(value) > 1})
+        if twice:
+            problems.append(f"cluster_apps: two apps have the {key} {', '.join(twice)}")
+    users = [name for app in completed for name in app["users"].values()]
+    twice = sorted({name for name in users if users.count(name) > 1})
+    if twice:
+        problems.append(f"cluster_apps: the broker user(s) {', '.join(twice)} serve two apps or kinds")
+    if "guest" in users:
+        problems.append("cluster_apps: no app's broker user may be `guest`")
+    return problems
+
+
+def cluster_apps_complete(
+    apps: list[Mapping[str, Any]], first_users: Mapping[str, str] | None, secrets_dir: str
+) -> list[dict[str, Any]]:
+    """APPS with what each entry leaves out: its vhost (its id), task exchanges ([celery]),
+    users (ID, ID-flower, ID-client; for the first app FIRST_USERS) and, for every app but the
+    first, the controller files its missing passwords are generated into (SECRETS_DIR/apps/ID/);
+    `passwords` only where the entry gives them."""
+    completed = []
+    for index, app in enumerate(apps):
+        app_id = app["id"]
+        users = dict(app.get("users") or {k: app_id if k == "worker" else f"{app_id}-{k}" for k in KINDS})
+        if index == 0 and first_users is not None:
+            users = dict(first_users)
+        entry: dict[str, Any] = {
+            "id": app_id,
+            "vhost": app.get("vhost", app_id),
+            "users": users,
+            "task_exchanges": list(app.get("task_exchanges", ["celery"])),
+            "passwords": dict(app.get("passwords") or {}),
+            "password_files": {}
+            if index == 0
+            else {kind: f"{secrets_dir}/apps/{app_id}/rabbitmq_{kind}_password" for kind in KINDS},
+        }
+        completed.append(entry)
+    return completed
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "cluster_apps_problems": cluster_apps_problems,
+            "cluster_apps_complete": cluster_apps_complete,
+        }

@@ -1,0 +1,161 @@
+"""The inventory's list of apps (roles/cluster/filter_plugins/cluster_apps.py) and the broker
+definitions made of it (roles/rabbitmq/filter_plugins/rabbitmq_apps.py): what validate.yml
+refuses, what an entry that leaves keys out becomes, and the rights each kind of user gets."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROLES = Path(__file__).parents[2] / "roles"
+
+
+def load(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROLES / path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+apps_filters = load("cluster/filter_plugins/cluster_apps.py")
+broker_filters = load("rabbitmq/filter_plugins/rabbitmq_apps.py")
+problems = apps_filters.cluster_apps_problems
+complete = apps_filters.cluster_apps_complete
+FIRST_USERS = {"worker": "downloader", "flower": "downloader-flower", "client": "downloader-client"}
+FIRST_PASSWORDS = {"worker": "w" * 32, "flower": "f" * 32, "client": "c" * 32}
+ADMIN = {"name": "admin", "password": "a" * 32}
+POLICY = {"name": "downloader-delivery-limit", "definition": {"delivery-limit": 10}}
+
+
+def test_the_default_list_is_sound_and_keeps_the_downloaders_names() -> None:
+    apps = [{"id": "downloader"}]
+    assert problems(apps) == []
+    assert problems(apps, FIRST_USERS) == []
+    (app,) = complete(apps, FIRST_USERS, "/s")
+    assert app == {
+        "id": "downloader",
+        "vhost": "downloader",
+        "users": FIRST_USERS,
+        "task_exchanges": ["celery"],
+        "passwords": {},
+        "password_files": {},
+    }
+
+
+def test_a_second_app_gets_its_own_names_and_password_files() -> None:
+    apps = [{"id": "downloader"}, {"id": "reports", "task_exchanges": ["reports.fast", "reports.slow"]}]
+    assert problems(apps, FIRST_USERS) == []
+    second = complete(apps, FIRST_USERS, "/s")[1]
+    assert second["vhost"] == "reports"
+    assert second["users"] == {"worker": "reports", "flower": "reports-flower", "client": "reports-client"}
+    assert second["password_files"]["client"] == "/s/apps/reports/rabbitmq_client_password"
+    assert second["task_exchanges"] == ["reports.fast", "reports.slow"]
+
+
+@pytest.mark.parametrize(
+    ("apps", "said"),
+    [
+        ([], "must be a list of apps"),
+        ("downloader", "must be a list of apps"),
+        (["downloader"], r"cluster_apps\[0\] must be a mapping"),
+        ([{"id": "Downloader"}], r"cluster_apps\[0\] \(Downloader\): id must be"),
+        ([{"name": "x"}], r"unknown key\(s\) name"),
+        ([{"id": "a"}, {"id": "b", "vhots": "b"}], r"cluster_apps\[1\] \(b\): unknown key\(s\) vhots"),
+        ([{"id": "a", "vhost": ""}], "vhost must be a non-empty string"),
+        ([{"id": "a", "task_exchanges": []}], "task_exchanges must be a non-empty list"),
+        ([{"id": "a", "task_exchanges": "celery"}], "task_exchanges must be a non-empty list"),
+        ([{"id": "a", "users": {"worker": "x"}}], "the first app's users are cluster_broker_users"),
+        (
+            [{"id": "a"}, {"id": "b", "users": {"worker": "x"}}],
+            "users must map exactly worker, flower and client",
+        ),
+        (
+            [{"id": "a"}, {"id": "b", "passwords": {"worker": "", "flower": "p", "client": "p"}}],
+            "passwords.worker must be a non-empty password",
+        ),
+        ([{"id": "a"}, {"id": "a"}], "two apps have the id a"),
+        ([{"id": "a"}, {"id": "b", "vhost": "a"}], "two apps have the vhost a"),
+        (
+            [{"id": "a"}, {"id": "b", "users": {"worker": "a", "flower": "b-f", "client": "b-c"}}],
+            "the broker user.s. a serve two apps",
+        ),
+        (
+            [{"id": "a"}, {"id": "b", "users": {"worker": "guest", "flower": "b-f", "client": "b-c"}}],
+            "may be `guest`",
+        ),
+    ],
+)
+def test_a_bad_list_is_refused_with_what_is_wrong(apps: Any, said: str) -> None:
+    found = problems(apps)
+    assert any(re.search(said, problem) for problem in found), found
+
+
+def test_the_first_apps_users_count_against_the_others() -> None:
+    apps = [{"id": "a"}, {"id": "b"}]
+    assert problems(apps) == []
+    assert "serve two apps" in " ".join(problems(apps, {"worker": "b", "flower": "x", "client": "y"}))
+
+
+def test_the_downloaders_rights_are_those_of_the_single_app_release() -> None:
+    """The first app's users keep the rights they had when the downloader was the only app:
+    a re-run of an existing cluster changes no permission."""
+    uuid = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    monitor = rf"celeryev|celeryev\.{uuid}|celery\.pidbox|reply\.celery\.pidbox|{uuid}\.reply\.celery\.pidbox"
+    rights = broker_filters.rabbitmq_app_rights
+    assert rights(["celery"], "worker") == {"configure": ".*", "write": ".*", "read": ".*"}
+    assert rights(["celery"], "flower") == {
+        "configure": f"^({monitor}|{uuid})$",
+        "write": f"^(celery|celery_delayed_[0-9]+|{monitor})$",
+        "read": f"^({monitor}|{uuid})$",
+    }
+    assert rights(["celery"], "client") == {
+        "configure": f"^({uuid})$",
+        "write": "^(celery|celery_delayed_[0-9]+)$",
+        "read": f"^({uuid})$",
+    }
+
+
+def test_a_client_may_send_to_its_apps_exchanges_only() -> None:
+    write = re.compile(broker_filters.rabbitmq_app_rights(["reports.fast"], "client")["write"])
+    assert write.match("reports.fast")
+    assert not write.match("reportsXfast")
+    assert not write.match("celery")
+
+
+def test_each_app_has_its_vhost_users_and_policy_and_the_admin_has_them_all() -> None:
+    apps = complete(
+        [
+            {"id": "downloader"},
+            {"id": "reports", "passwords": {"worker": "W" * 20, "flower": "F" * 20, "client": "C" * 20}},
+            {"id": "mail", "vhost": "mail-v"},
+        ],
+        FIRST_USERS,
+        "/s",
+    )
+    files = broker_filters.rabbitmq_app_password_files(apps)
+    assert files == [f"/s/apps/mail/rabbitmq_{kind}_password" for kind in ("worker", "flower", "client")]
+    generated = ["g1" * 10, "g2" * 10, "g3" * 10]
+    wanted = broker_filters.rabbitmq_app_definitions(
+        apps, FIRST_USERS, FIRST_PASSWORDS, generated, ADMIN, POLICY
+    )
+    assert wanted["vhosts"] == ["downloader", "reports", "mail-v"]
+    users = {user["name"]: user for user in wanted["users"]}
+    assert users["downloader"]["password"] == "w" * 32
+    assert users["reports-client"]["password"] == "C" * 20
+    assert users["mail-flower"]["password"] == "g2" * 10
+    assert [p["vhost"] for p in users["reports-client"]["permissions"]] == ["reports"]
+    assert [p["vhost"] for p in users["admin"]["permissions"]] == ["downloader", "reports", "mail-v"]
+    assert users["admin"]["tags"] == ["administrator"]
+    assert [(p["vhost"], p["definition"]) for p in wanted["policies"]] == [
+        (vhost, {"delivery-limit": 10}) for vhost in ("downloader", "reports", "mail-v")
+    ]
+    with pytest.raises(ValueError, match="left over"):
+        broker_filters.rabbitmq_app_definitions(
+            apps, FIRST_USERS, FIRST_PASSWORDS, [*generated, "x"], ADMIN, POLICY
+        )
