@@ -280,9 +280,10 @@ def erlang_ping(src: str, dst: str, dist_args: str) -> str:
 
 
 def secrets() -> list[str]:
-    """The generated passwords and cookie, and the body of every private key of the PKI (not
+    """The generated passwords (every app's) and cookie, and the body of every private key of the PKI (not
     the record of the hosts' addresses, cluster-hosts.json, kept beside them)."""
-    found = [p.read_text().split()[0] for p in SECRETS.iterdir() if p.is_file() and not p.suffix]
+    files = [*SECRETS.iterdir(), *SECRETS.glob("apps/*/*")]  # apps/ID/: an app's passwords
+    found = [p.read_text().split()[0] for p in files if p.is_file() and not p.suffix]
     assert found, f"no generated secrets in {SECRETS}"
     keys = [p.read_text().splitlines()[1] for p in PKI.glob("*.key")]
     assert len(keys) > len(CLUSTER), f"expected the CA's and every host's key in {PKI}"
