@@ -30,6 +30,13 @@ complete = apps_filters.cluster_apps_complete
 FIRST_USERS = {"worker": "downloader", "flower": "downloader-flower", "client": "downloader-client"}
 FIRST_PASSWORDS = {"worker": "w" * 32, "flower": "f" * 32, "client": "c" * 32}
 ADMIN = {"name": "admin", "password": "a" * 32}
+
+
+def app(app_id: str, **keys: Any) -> dict[str, Any]:
+    """An entry of an app of the operator's own: its module and source, and KEYS."""
+    return {"id": app_id, "module": f"{app_id}App", "source": f"/src/{app_id}", **keys}
+
+
 POLICY = {"name": "downloader-delivery-limit", "definition": {"delivery-limit": 10}}
 
 
@@ -40,22 +47,31 @@ def test_the_default_list_is_sound_and_keeps_the_downloaders_names() -> None:
     (app,) = complete(apps, FIRST_USERS, "/s")
     assert app == {
         "id": "downloader",
+        "builtin": True,
+        "module": "downloaderApp",
+        "source": "",
+        "lock": "",
         "vhost": "downloader",
         "users": FIRST_USERS,
-        "task_exchanges": ["celery"],
+        "queues": ["celery"],
         "passwords": {},
         "password_files": {},
     }
 
 
 def test_a_second_app_gets_its_own_names_and_password_files() -> None:
-    apps = [{"id": "downloader"}, {"id": "reports", "task_exchanges": ["reports.fast", "reports.slow"]}]
+    apps = [{"id": "downloader"}, app("reports", queues=["reports.fast", "reports.slow"])]
     assert problems(apps, FIRST_USERS) == []
     second = complete(apps, FIRST_USERS, "/s")[1]
+    assert (second["builtin"], second["module"], second["lock"]) == (
+        False,
+        "reportsApp",
+        "/src/reports/requirements.lock",
+    )
     assert second["vhost"] == "reports"
     assert second["users"] == {"worker": "reports", "flower": "reports-flower", "client": "reports-client"}
     assert second["password_files"]["client"] == "/s/apps/reports/rabbitmq_client_password"
-    assert second["task_exchanges"] == ["reports.fast", "reports.slow"]
+    assert second["queues"] == ["reports.fast", "reports.slow"]
 
 
 @pytest.mark.parametrize(
@@ -66,27 +82,32 @@ def test_a_second_app_gets_its_own_names_and_password_files() -> None:
         (["downloader"], r"cluster_apps\[0\] must be a mapping"),
         ([{"id": "Downloader"}], r"cluster_apps\[0\] \(Downloader\): id must be"),
         ([{"name": "x"}], r"unknown key\(s\) name"),
-        ([{"id": "a"}, {"id": "b", "vhots": "b"}], r"cluster_apps\[1\] \(b\): unknown key\(s\) vhots"),
-        ([{"id": "a", "vhost": ""}], "vhost must be a non-empty string"),
-        ([{"id": "a", "task_exchanges": []}], "task_exchanges must be a non-empty list"),
-        ([{"id": "a", "task_exchanges": "celery"}], "task_exchanges must be a non-empty list"),
-        ([{"id": "a", "users": {"worker": "x"}}], "the first app's users are cluster_broker_users"),
+        ([app("a"), app("b", vhots="b")], r"cluster_apps\[1\] \(b\): unknown key\(s\) vhots"),
+        ([app("a", vhost="")], "vhost must be a non-empty string"),
+        ([{"id": "downloader"}, {"id": "reports"}], r"\(reports\): module is required"),
+        ([{"id": "downloader"}, {"id": "reports", "module": "r"}], r"\(reports\): source is required"),
+        ([app("a", module="my-app")], "module must be a Python module name"),
+        ([app("a", source="src/a")], "source must be an absolute path"),
+        ([app("a", lock="")], "lock must be an absolute path"),
+        ([app("a", queues=[])], "queues must be a non-empty list"),
+        ([app("a", queues="celery")], "queues must be a non-empty list"),
+        ([app("a", users={"worker": "x"})], "the first app's users are cluster_broker_users"),
         (
-            [{"id": "a"}, {"id": "b", "users": {"worker": "x"}}],
+            [app("a"), app("b", users={"worker": "x"})],
             "users must map exactly worker, flower and client",
         ),
         (
-            [{"id": "a"}, {"id": "b", "passwords": {"worker": "", "flower": "p", "client": "p"}}],
+            [app("a"), app("b", passwords={"worker": "", "flower": "p", "client": "p"})],
             "passwords.worker must be a non-empty password",
         ),
-        ([{"id": "a"}, {"id": "a"}], "two apps have the id a"),
-        ([{"id": "a"}, {"id": "b", "vhost": "a"}], "two apps have the vhost a"),
+        ([app("a"), app("a")], "two apps have the id a"),
+        ([app("a"), app("b", vhost="a")], "two apps have the vhost a"),
         (
-            [{"id": "a"}, {"id": "b", "users": {"worker": "a", "flower": "b-f", "client": "b-c"}}],
+            [app("a"), app("b", users={"worker": "a", "flower": "b-f", "client": "b-c"})],
             "the broker user.s. a serve two apps",
         ),
         (
-            [{"id": "a"}, {"id": "b", "users": {"worker": "guest", "flower": "b-f", "client": "b-c"}}],
+            [app("a"), app("b", users={"worker": "guest", "flower": "b-f", "client": "b-c"})],
             "may be `guest`",
         ),
     ],
@@ -97,7 +118,7 @@ def test_a_bad_list_is_refused_with_what_is_wrong(apps: Any, said: str) -> None:
 
 
 def test_the_first_apps_users_count_against_the_others() -> None:
-    apps = [{"id": "a"}, {"id": "b"}]
+    apps = [app("a"), app("b")]
     assert problems(apps) == []
     assert "serve two apps" in " ".join(problems(apps, {"worker": "b", "flower": "x", "client": "y"}))
 
@@ -132,8 +153,8 @@ def test_each_app_has_its_vhost_users_and_policy_and_the_admin_has_them_all() ->
     apps = complete(
         [
             {"id": "downloader"},
-            {"id": "reports", "passwords": {"worker": "W" * 20, "flower": "F" * 20, "client": "C" * 20}},
-            {"id": "mail", "vhost": "mail-v"},
+            app("reports", passwords={"worker": "W" * 20, "flower": "F" * 20, "client": "C" * 20}),
+            app("mail", vhost="mail-v"),
         ],
         FIRST_USERS,
         "/s",

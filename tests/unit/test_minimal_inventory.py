@@ -69,11 +69,27 @@ def test_a_minimal_inventory_passes_the_checks_before_any_change(tmp_path: Path)
     # A second app on the first one's vhost: one app's users would reach the other's queues.
     apps = [
         "-e",
-        json.dumps({"cluster_apps": [{"id": "downloader"}, {"id": "reports", "vhost": "downloader"}]}),
+        json.dumps(
+            {
+                "cluster_apps": [
+                    {"id": "downloader"},
+                    {
+                        "id": "reports",
+                        "module": "reportsApp",
+                        "source": "/srv/reports",
+                        "vhost": "downloader",
+                    },
+                ]
+            }
+        ),
     ]
     rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], *apps)
     said = " ".join(out.split())
     assert rc != 0 and "cluster_apps: two apps have the vhost downloader" in said, said[-3000:]
+    # The single app's vhost variable of earlier releases: its entry's key now.
+    rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], "-e", "rabbitmq_vhost=tasks")
+    said = " ".join(out.split())
+    assert rc != 0 and "rabbitmq_vhost is no longer read" in said, said[-3000:]
     # A move to b2 under way (move-brokers.yml's record): site.yml would put the app hosts that
     # switched back on b1, so the validation play stops the run.
     record = {"state": "switching", "from": ["b1.example.test"], "to": ["b2.example.test"]}

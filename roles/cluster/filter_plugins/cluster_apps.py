@@ -8,7 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 KINDS = ("worker", "flower", "client")
-KEYS = ("id", "vhost", "users", "passwords", "task_exchanges")
+KEYS = ("id", "module", "source", "lock", "vhost", "users", "passwords", "queues")
+# This project's own app: the entry {id: downloader} without a source.
+BUILTIN = {"id": "downloader", "module": "downloaderApp"}
+MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # The first app's users and passwords are cluster_broker_users / cluster_broker_passwords.
 OTHERS_ONLY = ("users", "passwords")
@@ -48,15 +51,31 @@ def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = Non
                 f"{where}: id must be 1 to 32 of a-z, 0-9, _ and -, starting with a letter "
                 f"(got {app.get('id')!r})"
             )
+        builtin = app.get("id") == BUILTIN["id"] and "source" not in app
+        for key in ("module", "source"):
+            if key not in app and not builtin:
+                problems.append(
+                    f"{where}: {key} is required (only the downloader, {{id: downloader}}, comes "
+                    "with this project)"
+                )
+        if "module" in app and (not isinstance(app["module"], str) or not MODULE.match(app["module"])):
+            problems.append(
+                f"{where}: module must be a Python module name such as myApp (got {app['module']!r})"
+            )
+        for key in ("source", "lock"):
+            if key in app and (not isinstance(app[key], str) or not app[key].startswith("/")):
+                problems.append(
+                    f"{where}: {key} must be an absolute path on the controller (got {app[key]!r})"
+                )
         if "vhost" in app and (not isinstance(app["vhost"], str) or not app["vhost"]):
             problems.append(f"{where}: vhost must be a non-empty string")
-        exchanges = app.get("task_exchanges", ["celery"])
+        queues = app.get("queues", ["celery"])
         if (
-            not isinstance(exchanges, list)
-            or not exchanges
-            or not all(isinstance(name, str) and name for name in exchanges)
+            not isinstance(queues, list)
+            or not queues
+            or not all(isinstance(name, str) and name for name in queues)
         ):
-            problems.append(f"{where}: task_exchanges must be a non-empty list of exchange names")
+            problems.append(f"{where}: queues must be a non-empty list of queue names")
         for key in OTHERS_ONLY:
             if key not in app:
                 continue
@@ -84,7 +103,9 @@ def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = Non
 def cluster_apps_complete(
     apps: list[Mapping[str, Any]], first_users: Mapping[str, str] | None, secrets_dir: str
 ) -> list[dict[str, Any]]:
-    """APPS with what each entry leaves out: its vhost (its id), task exchanges ([celery]),
+    """APPS with what each entry leaves out: `builtin` (this project's downloader: no source,
+    which the celery_app role finds), its module (downloaderApp for the downloader), lock
+    (SOURCE/requirements.lock), vhost (its id), task exchanges ([celery]),
     users (ID, ID-flower, ID-client; for the first app FIRST_USERS) and, for every app but the
     first, the controller files its missing passwords are generated into (SECRETS_DIR/apps/ID/);
     `passwords` only where the entry gives them."""
@@ -94,11 +115,17 @@ def cluster_apps_complete(
         users = dict(app.get("users") or {k: app_id if k == "worker" else f"{app_id}-{k}" for k in KINDS})
         if index == 0 and first_users is not None:
             users = dict(first_users)
+        builtin = app_id == BUILTIN["id"] and "source" not in app
+        source = app.get("source", "")
         entry: dict[str, Any] = {
             "id": app_id,
+            "builtin": builtin,
+            "module": app.get("module", BUILTIN["module"] if builtin else ""),
+            "source": source,
+            "lock": app.get("lock", f"{source}/requirements.lock" if source else ""),
             "vhost": app.get("vhost", app_id),
             "users": users,
-            "task_exchanges": list(app.get("task_exchanges", ["celery"])),
+            "queues": list(app.get("queues", ["celery"])),
             "passwords": dict(app.get("passwords") or {}),
             "password_files": {}
             if index == 0

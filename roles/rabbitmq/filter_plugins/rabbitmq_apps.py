@@ -28,10 +28,10 @@ def _any(names: Sequence[str]) -> str:
     return "^(" + "|".join(names) + ")$"
 
 
-def rabbitmq_app_rights(task_exchanges: Sequence[str], kind: str) -> dict[str, str]:
+def rabbitmq_app_rights(queues: Sequence[str], kind: str) -> dict[str, str]:
     """The rights of KIND's user on an app's vhost whose tasks go to TASK_EXCHANGES (and
     Celery's delayed-delivery exchanges)."""
-    tasks = [re.escape(name) for name in task_exchanges] + ["celery_delayed_[0-9]+"]
+    tasks = [re.escape(name) for name in queues] + ["celery_delayed_[0-9]+"]
     monitor = EVENTS + CONTROL
     if kind == "worker":
         return {"configure": ".*", "write": ".*", "read": ".*"}
@@ -78,7 +78,7 @@ def rabbitmq_app_definitions(
             else:
                 name = app["users"][kind]
                 password = app["passwords"][kind] if kind in app["passwords"] else left.pop(0)
-            rights = rabbitmq_app_rights(app["task_exchanges"], kind)
+            rights = rabbitmq_app_rights(app["queues"], kind)
             users.append(
                 {
                     "name": name,
