@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from celerylab import (
+    ALL_WORKERS,
     BROKERS,
     FLOWER_PORT,
     FLOWER_URL,
@@ -94,7 +95,7 @@ def wait_cleared(name: str) -> None:
 
 def test_monitoring_services_are_active_and_enabled() -> None:
     units = [(m, "prometheus") for m in MONITORS] + [(m, "firewalld") for m in MONITORS]
-    units += [(h, "prometheus-node-exporter") for h in {*BROKERS, *WORKERS, *FLOWERS, *MONITORS}]
+    units += [(h, "prometheus-node-exporter") for h in {*BROKERS, *ALL_WORKERS, *FLOWERS, *MONITORS}]
     for name, unit in units:
         service = host(name).service(unit)
         assert service.is_running, f"{unit} is not running on {name}"
@@ -107,7 +108,7 @@ def test_prometheus_scrapes_every_host_of_the_inventory() -> None:
     expected = (
         {("rabbitmq", b) for b in BROKERS}
         | {("flower", f) for f in FLOWERS}
-        | {("node", h) for h in {*BROKERS, *WORKERS, *FLOWERS, *MONITORS}}
+        | {("node", h) for h in {*BROKERS, *ALL_WORKERS, *FLOWERS, *MONITORS}}
     )
 
     def targets() -> dict[tuple[str, str], str]:
@@ -134,7 +135,7 @@ def test_metrics_ports_answer_the_monitoring_hosts_only() -> None:
     outsider = WORKERS[1]
     allowed = [
         *((MONITOR, broker, RABBITMQ_METRICS_PORT) for broker in BROKERS),
-        *((MONITOR, cluster_host, NODE_EXPORTER_PORT) for cluster_host in {*BROKERS, *WORKERS, *FLOWERS}),
+        *((MONITOR, cluster_host, NODE_EXPORTER_PORT) for cluster_host in {*BROKERS, *ALL_WORKERS, *FLOWERS}),
         *((MONITOR, flower, FLOWER_PORT) for flower in FLOWERS),
     ]
     dropped = [

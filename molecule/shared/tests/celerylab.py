@@ -29,7 +29,11 @@ PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 RUNNER = AnsibleRunner(INVENTORY)
 
 BROKERS = RUNNER.get_hosts("brokers")
-WORKERS = RUNNER.get_hosts("workers")
+# The worker hosts of the downloader; ALL_WORKERS also has those of another app (the default
+# scenario's reports app, group reports_workers).
+ALL_WORKERS = RUNNER.get_hosts("workers")
+OTHER_APP_WORKERS = RUNNER.get_hosts("reports_workers")
+WORKERS = [name for name in ALL_WORKERS if name not in OTHER_APP_WORKERS]
 FLOWERS = RUNNER.get_hosts("flower")
 WEB = RUNNER.get_hosts("testhelpers")[0]
 CLUSTER = sorted(set(BROKERS + WORKERS + FLOWERS))

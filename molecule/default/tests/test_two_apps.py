@@ -1,0 +1,97 @@
+"""Two apps on one cluster: the downloader on its worker hosts, and the reports app
+(examples/reports-app, an app of the operator's own, in cluster_apps with its module and
+source) on rworker1, group reports_workers. Each app has its own venv, configuration, units,
+vhost and queues; the reports app reads the cluster's settings from the configuration module
+the celery_app role renders (CELERY_CONFIG_MODULE), as the README's contract says.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from celerylab import OTHER_APP_WORKERS, WORKERS, host
+
+REPORTS_ENV = "CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/reports"
+REPORTS_CELERY = f"env {REPORTS_ENV} /opt/reports/venv/bin/celery -A reportsApp"
+REPORTS_NODE = "reports1@rworker1"
+# Submits both tasks and prints their results; a task that gets no result within its timeout
+# prints "timeout" in its place. Argument: seconds to wait for each.
+SUBMIT = """
+import json, sys
+from celery.exceptions import TimeoutError
+from reportsApp import count_words, summarize
+wait = float(sys.argv[1])
+fast, slow = count_words.delay("one two three"), summarize.delay([3, 1, 2])
+out = []
+for result in (fast, slow):
+    try:
+        out.append(result.get(timeout=wait))
+    except TimeoutError:
+        out.append("timeout")
+print(json.dumps(out))
+"""
+
+
+def reports_worker() -> str:
+    assert OTHER_APP_WORKERS, "the scenario has no worker host of the reports app"
+    return OTHER_APP_WORKERS[0]
+
+
+def submit(wait: float) -> list[object]:
+    """count_words and summarize sent from the reports worker host, with its configuration."""
+    result = host(reports_worker()).run(
+        f"timeout 120 env {REPORTS_ENV} /opt/reports/venv/bin/python -c %s %s", SUBMIT, str(wait)
+    )
+    assert result.rc == 0, result.stdout + result.stderr
+    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def inspect_queues(on: str, celery: str, node: str) -> set[str]:
+    out = host(on).check_output(f"{celery} inspect active_queues -d {node} --timeout 10 --json")
+    return {queue["name"] for queue in json.loads(out)[node]}
+
+
+def test_each_app_has_its_own_venv_configuration_and_units() -> None:
+    """rworker1 runs the reports app alone: its venv under /opt/reports, its configuration module
+    (root and the group reports only), the unit celery-worker@reports1 with -A reportsApp; no
+    downloader there. The downloader's worker hosts have nothing of the reports app."""
+    reports = host(reports_worker())
+    config = reports.file("/etc/reports/celeryconfig.py")
+    assert (config.user, config.group, config.mode) == ("root", "reports", 0o640)
+    urls = re.search(r'"(pyamqp://[^"]+)"', config.content_string)
+    assert urls and "/reports" in urls.group(1) and urls.group(1).startswith("pyamqp://reports:"), urls
+    assert reports.service("celery-worker@reports1").is_running
+    celeryd = reports.file("/etc/default/celeryd").content_string
+    assert 'CELERY_APP="reportsApp"' in celeryd and 'CELERY_CONFIG_MODULE="celeryconfig"' in celeryd
+    assert not reports.file("/opt/downloader").exists and not reports.file("/etc/downloader").exists
+    for name in WORKERS:
+        assert not host(name).file("/opt/reports").exists, name
+        assert not host(name).file("/etc/reports").exists, name
+
+
+def test_each_app_runs_its_tasks_on_its_own_queues_and_workers() -> None:
+    """The reports node consumes reports.fast and reports.slow (inspect active_queues), the
+    downloader's nodes only celery. count_words and summarize return their results to the
+    caller; with the node's consumer of reports.slow cancelled, summarize waits in its queue while
+    count_words still runs (each task goes to the queue the app routes it to), and runs once
+    the consumer is back."""
+    on = reports_worker()
+    assert inspect_queues(on, REPORTS_CELERY, REPORTS_NODE) == {"reports.fast", "reports.slow"}
+    node = f"worker1@{WORKERS[0].split('.')[0]}"
+    assert inspect_queues(WORKERS[0], "celery -A downloaderApp", node) == {"celery"}
+    assert submit(60) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
+    cancel = host(on).run(
+        f"{REPORTS_CELERY} control cancel_consumer reports.slow -d {REPORTS_NODE} --timeout 10"
+    )
+    assert cancel.rc == 0, cancel.stdout + cancel.stderr
+    try:
+        assert inspect_queues(on, REPORTS_CELERY, REPORTS_NODE) == {"reports.fast"}
+        assert submit(10) == [3, "timeout"]
+    finally:
+        add = host(on).run(
+            f"{REPORTS_CELERY} control add_consumer reports.slow -d {REPORTS_NODE} --timeout 10"
+        )
+        assert add.rc == 0, add.stdout + add.stderr
+    assert inspect_queues(on, REPORTS_CELERY, REPORTS_NODE) == {"reports.fast", "reports.slow"}
+    assert submit(60) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
