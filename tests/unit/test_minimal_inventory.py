@@ -86,6 +86,12 @@ def test_a_minimal_inventory_passes_the_checks_before_any_change(tmp_path: Path)
     rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], *apps)
     said = " ".join(out.split())
     assert rc != 0 and "cluster_apps: two apps have the vhost downloader" in said, said[-3000:]
+    # A worker host of an app that the list does not have.
+    rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], "-e", "cluster_app=reprots")
+    said = " ".join(out.split())
+    assert rc != 0 and 'w1.example.test: cluster_app is "reprots", which is not the id of an app' in said, (
+        said[-3000:]
+    )
     # The single app's vhost variable of earlier releases: its entry's key now.
     rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], "-e", "rabbitmq_vhost=tasks")
     said = " ".join(out.split())
