@@ -92,6 +92,18 @@ def test_a_minimal_inventory_passes_the_checks_before_any_change(tmp_path: Path)
     assert rc != 0 and 'w1.example.test: cluster_app is "reprots", which is not the id of an app' in said, (
         said[-3000:]
     )
+    # A worker group given a queue its app does not have.
+    rc, out = ansible_playbook(
+        tmp_path / "hosts.yml",
+        plays[0],
+        plays[2],
+        "-e",
+        json.dumps({"celery_worker_queues": ["celery", "selery"]}),
+    )
+    said = " ".join(out.split())
+    assert rc != 0 and "celery_worker_queues names selery, which the app downloader does not have" in said, (
+        said[-3000:]
+    )
     # The single app's vhost variable of earlier releases: its entry's key now.
     rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], "-e", "rabbitmq_vhost=tasks")
     said = " ".join(out.split())

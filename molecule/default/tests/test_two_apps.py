@@ -59,11 +59,13 @@ def test_each_app_has_its_own_venv_configuration_and_units() -> None:
     reports = host(reports_worker())
     config = reports.file("/etc/reports/celeryconfig.py")
     assert (config.user, config.group, config.mode) == ("root", "reports", 0o640)
-    urls = re.search(r'"(pyamqp://[^"]+)"', config.content_string)
-    assert urls and "/reports" in urls.group(1) and urls.group(1).startswith("pyamqp://reports:"), urls
+    urls = re.findall(r'"(pyamqp://[^"]+)"', config.content_string)
+    assert urls and all(re.fullmatch(r"pyamqp://reports:[^@]+@[^/]+:5671/reports", url) for url in urls), urls
     assert reports.service("celery-worker@reports1").is_running
     celeryd = reports.file("/etc/default/celeryd").content_string
     assert 'CELERY_APP="reportsApp"' in celeryd and 'CELERY_CONFIG_MODULE="celeryconfig"' in celeryd
+    # The group's own pool and size, not those of `workers`, which rworker1 is also in.
+    assert "--pool=prefork --concurrency=2 " in celeryd, celeryd
     assert not reports.file("/opt/downloader").exists and not reports.file("/etc/downloader").exists
     for name in WORKERS:
         assert not host(name).file("/opt/reports").exists, name

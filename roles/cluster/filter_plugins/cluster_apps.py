@@ -13,6 +13,86 @@ KEYS = ("id", "module", "source", "lock", "vhost", "users", "passwords", "queues
 BUILTIN = {"id": "downloader", "module": "downloaderApp"}
 MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# An app's id names a group its services' users join and the directory /etc/ID that becomes
+# root:ID 0750: not the name of a system group or directory, nor of the cluster's own services.
+RESERVED = frozenset(
+    {
+        "adm",
+        "alternatives",
+        "apt",
+        "audio",
+        "backup",
+        "bin",
+        "ca-certificates",
+        "cdrom",
+        "celery",
+        "crontab",
+        "daemon",
+        "default",
+        "dialout",
+        "dip",
+        "disk",
+        "docker",
+        "erlang",
+        "fax",
+        "firewalld",
+        "floppy",
+        "flower",
+        "games",
+        "gnats",
+        "input",
+        "irc",
+        "kmem",
+        "kvm",
+        "list",
+        "lp",
+        "lxd",
+        "mail",
+        "man",
+        "messagebus",
+        "netdev",
+        "network",
+        "news",
+        "nobody",
+        "node-exporter",
+        "nogroup",
+        "operator",
+        "pki",
+        "plugdev",
+        "polkitd",
+        "prometheus",
+        "proxy",
+        "rabbitmq",
+        "render",
+        "root",
+        "sasl",
+        "security",
+        "selinux",
+        "sgx",
+        "shadow",
+        "src",
+        "ssh",
+        "ssl",
+        "ssl-cert",
+        "staff",
+        "sudo",
+        "sys",
+        "systemd",
+        "systemd-journal",
+        "systemd-network",
+        "systemd-resolve",
+        "systemd-timesync",
+        "tape",
+        "tty",
+        "users",
+        "utmp",
+        "uucp",
+        "video",
+        "voice",
+        "wheel",
+        "www-data",
+    }
+)
 # The first app's users and passwords are cluster_broker_users / cluster_broker_passwords.
 OTHERS_ONLY = ("users", "passwords")
 
@@ -51,7 +131,17 @@ def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = Non
                 f"{where}: id must be 1 to 32 of a-z, 0-9, _ and -, starting with a letter "
                 f"(got {app.get('id')!r})"
             )
+        if app.get("id") in RESERVED:
+            problems.append(
+                f"{where}: the id {app['id']} is a system group or /etc directory (or the name of "
+                "a service of the cluster): the app's group and /etc/ID would take it over"
+            )
         builtin = app.get("id") == BUILTIN["id"] and "source" not in app
+        if builtin and "queues" in app:
+            problems.append(
+                f"{where}: the downloader's queue is celery, fixed by its own configuration: "
+                "`queues` is for an app of your own"
+            )
         for key in ("module", "source"):
             if key not in app and not builtin:
                 problems.append(
