@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from celerylab import BROKERS, FLOWERS, RUNNER, SECRETS, WORKERS, amqp_login, app_password, host, probe
+from celerylab import BROKERS, FLOWERS, RUNNER, WORKERS, host, probe
 
 CLIENTS = RUNNER.get_hosts("clients")
 APP_CONFIG = "/etc/downloader/downloader.conf"
@@ -52,23 +52,3 @@ def test_neither_flower_nor_a_client_may_take_or_drop_the_task_queue() -> None:
         said = json.loads(out.strip().splitlines()[-1])
         for what, outcome in said.items():
             assert "ACCESS_REFUSED" in outcome and f"queue '{TASK_QUEUE}'" in outcome, (name, what, outcome)
-
-
-def test_an_apps_credentials_are_refused_on_another_apps_vhost() -> None:
-    """The scenario's cluster_apps has a second app, reports: its vhost holds its own three
-    users (passwords generated under .secrets/apps/reports/) and the administrator, with the
-    redelivery limit; each of its users logs in to it and is refused on the downloader's
-    vhost, and the downloader's worker user is refused on the reports vhost."""
-    broker = host(BROKERS[0])
-    listed = broker.check_output("rabbitmqctl --quiet list_permissions -p reports")
-    on_vhost = {line.split("\t")[0] for line in listed.splitlines()[1:] if line.strip()}
-    assert on_vhost == {"reports", "reports-flower", "reports-client", "admin"}, listed
-    assert "delivery-limit" in broker.check_output("rabbitmqctl --quiet list_policies -p reports")
-    src = CLIENTS[0]
-    for kind, user in {"worker": "reports", "flower": "reports-flower", "client": "reports-client"}.items():
-        password = (SECRETS / "apps/reports" / f"rabbitmq_{kind}_password").read_text().split()[0]
-        assert amqp_login(src, user, password, vhost="reports") == "open", user
-        refused = amqp_login(src, user, password, vhost="downloader")
-        assert refused.startswith("refused"), (user, refused)
-    refused = amqp_login(src, "downloader", app_password(), vhost="reports")
-    assert refused.startswith("refused"), refused

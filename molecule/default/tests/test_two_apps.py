@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from celerylab import OTHER_APP_WORKERS, WORKERS, host
+from celerylab import BROKERS, OTHER_APP_WORKERS, RUNNER, SECRETS, WORKERS, amqp_login, app_password, host
 
 REPORTS_ENV = "CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/reports"
 REPORTS_CELERY = f"env {REPORTS_ENV} /opt/reports/venv/bin/celery -A reportsApp"
@@ -97,3 +97,27 @@ def test_each_app_runs_its_tasks_on_its_own_queues_and_workers() -> None:
         assert add.rc == 0, add.stdout + add.stderr
     assert inspect_queues(on, REPORTS_CELERY, REPORTS_NODE) == {"reports.fast", "reports.slow"}
     assert submit(60) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
+
+
+def test_an_apps_credentials_are_refused_on_another_apps_vhost() -> None:
+    """The reports app's vhost holds its own three users (passwords generated under
+    .secrets/apps/reports/, a directory of mode 0700 with files of mode 0600) and the
+    administrator, with the redelivery limit; each of its users logs in to it and is refused on
+    the downloader's vhost, and the downloader's worker user is refused on the reports vhost."""
+    broker = host(BROKERS[0])
+    listed = broker.check_output("rabbitmqctl --quiet list_permissions -p reports")
+    on_vhost = {line.split("\t")[0] for line in listed.splitlines()[1:] if line.strip()}
+    assert on_vhost == {"reports", "reports-flower", "reports-client", "admin"}, listed
+    assert "delivery-limit" in broker.check_output("rabbitmqctl --quiet list_policies -p reports")
+    secrets = SECRETS / "apps/reports"
+    assert secrets.stat().st_mode & 0o777 == 0o700, oct(secrets.stat().st_mode)
+    for path in secrets.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    src = RUNNER.get_hosts("clients")[0]
+    for kind, user in {"worker": "reports", "flower": "reports-flower", "client": "reports-client"}.items():
+        password = (SECRETS / "apps/reports" / f"rabbitmq_{kind}_password").read_text().split()[0]
+        assert amqp_login(src, user, password, vhost="reports") == "open", user
+        refused = amqp_login(src, user, password, vhost="downloader")
+        assert refused.startswith("refused"), (user, refused)
+    refused = amqp_login(src, "downloader", app_password(), vhost="reports")
+    assert refused.startswith("refused"), refused
