@@ -55,6 +55,7 @@ def test_the_default_list_is_sound_and_keeps_the_downloaders_names() -> None:
         "users": FIRST_USERS,
         "queues": ["celery"],
         "passwords": {},
+        "beat_schedule": {},
         "password_files": {},
     }
 
@@ -72,6 +73,14 @@ def test_a_second_app_gets_its_own_names_and_password_files() -> None:
     assert second["users"] == {"worker": "reports", "flower": "reports-flower", "client": "reports-client"}
     assert second["password_files"]["client"] == "/s/apps/reports/rabbitmq_client_password"
     assert second["queues"] == ["reports.fast", "reports.slow"]
+    assert second["beat_schedule"] == {}
+
+
+def test_a_schedule_is_kept_as_given() -> None:
+    schedule = {"tick": {"task": "reportsApp.tick", "every": 4, "args": [1], "queue": "reports.fast"}}
+    apps = [{"id": "downloader"}, app("reports", queues=["reports.fast"], beat_schedule=schedule)]
+    assert problems(apps, FIRST_USERS) == []
+    assert complete(apps, FIRST_USERS, "/s")[1]["beat_schedule"] == schedule
 
 
 @pytest.mark.parametrize(
@@ -103,6 +112,18 @@ def test_a_second_app_gets_its_own_names_and_password_files() -> None:
             [app("a"), app("b", passwords={"worker": "", "flower": "p", "client": "p"})],
             "passwords.worker must be a non-empty password",
         ),
+        ([app("a", queues=["celery-cluster.beat-lock"])], "is the cluster's .the beat lock."),
+        ([{"id": "downloader", "beat_schedule": {}}], "the downloader has no periodic task"),
+        ([app("a", beat_schedule=[])], "beat_schedule must map entry names"),
+        ([app("a", beat_schedule={"t": "a.t"})], r"beat_schedule.t must be a mapping"),
+        ([app("a", beat_schedule={"t": {"every": 5}})], r"beat_schedule.t: task must be"),
+        ([app("a", beat_schedule={"t": {"task": "a.t"}})], r"beat_schedule.t: every must be"),
+        ([app("a", beat_schedule={"t": {"task": "a.t", "every": 0.5}})], "at least 1"),
+        ([app("a", beat_schedule={"t": {"task": "a.t", "every": "5"}})], "every must be a number"),
+        ([app("a", beat_schedule={"t": {"task": "a.t", "every": 5, "cron": 1}})], r"unknown key\(s\) cron"),
+        ([app("a", beat_schedule={"t": {"task": "a.t", "every": 5, "args": "x"}})], "args must be a list"),
+        ([app("a", beat_schedule={"t": {"task": "a.t", "every": 5, "kwargs": []}})], "kwargs must be a"),
+        ([app("a", beat_schedule={"t": {"task": "a.t", "every": 5, "queue": "q"}})], "'q' is not one of"),
         ([app("a"), app("a")], "two apps have the id a"),
         ([app("a"), app("b", vhost="a")], "two apps have the vhost a"),
         (

@@ -8,7 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 KINDS = ("worker", "flower", "client")
-KEYS = ("id", "module", "source", "lock", "vhost", "users", "passwords", "queues")
+KEYS = ("id", "module", "source", "lock", "vhost", "users", "passwords", "queues", "beat_schedule")
+BEAT_KEYS = ("task", "every", "args", "kwargs", "queue")
+# The queue whose exclusive holder runs the app's scheduler (roles/celery_worker, beat lock).
+BEAT_LOCK_QUEUE = "celery-cluster.beat-lock"
 # This project's own app: the entry {id: downloader} without a source.
 BUILTIN = {"id": "downloader", "module": "downloaderApp"}
 MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -112,6 +115,35 @@ def _kinds_problems(where: str, key: str, value: Any, secret: bool) -> list[str]
     return []
 
 
+def _beat_problems(where: str, schedule: Any, queues: Any) -> list[str]:
+    if not isinstance(schedule, Mapping):
+        return [f"{where}: beat_schedule must map entry names to {{task: NAME, every: SECONDS}}"]
+    problems = []
+    for name, entry in schedule.items():
+        here = f"{where}: beat_schedule.{name}"
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}: beat_schedule entry names must be non-empty strings")
+            continue
+        if not isinstance(entry, Mapping):
+            problems.append(f"{here} must be a mapping such as {{task: myApp.cleanup, every: 60}}")
+            continue
+        unknown = sorted(set(entry) - set(BEAT_KEYS))
+        if unknown:
+            problems.append(f"{here}: unknown key(s) {', '.join(unknown)}; known: {', '.join(BEAT_KEYS)}")
+        if not isinstance(entry.get("task"), str) or not entry["task"]:
+            problems.append(f"{here}: task must be the name of a task of the app")
+        every = entry.get("every")
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or every < 1:
+            problems.append(f"{here}: every must be a number of seconds, at least 1 (got {every!r})")
+        if "args" in entry and not isinstance(entry["args"], list):
+            problems.append(f"{here}: args must be a list")
+        if "kwargs" in entry and not isinstance(entry["kwargs"], Mapping):
+            problems.append(f"{here}: kwargs must be a mapping")
+        if "queue" in entry and (not isinstance(queues, list) or entry["queue"] not in queues):
+            problems.append(f"{here}: queue {entry['queue']!r} is not one of the app's queues")
+    return problems
+
+
 def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = None) -> list[str]:
     """What is wrong with APPS (`cluster_apps`), one message per fault; [] when nothing is.
     FIRST_USERS: the first app's users (cluster_broker_users), when they can be read yet."""
@@ -166,6 +198,15 @@ def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = Non
             or not all(isinstance(name, str) and name for name in queues)
         ):
             problems.append(f"{where}: queues must be a non-empty list of queue names")
+        elif BEAT_LOCK_QUEUE in queues:
+            problems.append(f"{where}: the queue {BEAT_LOCK_QUEUE} is the cluster's (the beat lock)")
+        if "beat_schedule" in app:
+            if builtin:
+                problems.append(
+                    f"{where}: the downloader has no periodic task: `beat_schedule` is for an app of your own"
+                )
+            else:
+                problems += _beat_problems(where, app["beat_schedule"], queues)
         for key in OTHERS_ONLY:
             if key not in app:
                 continue
@@ -195,7 +236,7 @@ def cluster_apps_complete(
 ) -> list[dict[str, Any]]:
     """APPS with what each entry leaves out: `builtin` (this project's downloader: no source,
     which the celery_app role finds), its module (downloaderApp for the downloader), lock
-    (SOURCE/requirements.lock), vhost (its id), task exchanges ([celery]),
+    (SOURCE/requirements.lock), vhost (its id), queues ([celery]), beat_schedule ({}),
     users (ID, ID-flower, ID-client; for the first app FIRST_USERS) and, for every app but the
     first, the controller files its missing passwords are generated into (SECRETS_DIR/apps/ID/);
     `passwords` only where the entry gives them."""
@@ -217,6 +258,7 @@ def cluster_apps_complete(
             "users": users,
             "queues": list(app.get("queues", ["celery"])),
             "passwords": dict(app.get("passwords") or {}),
+            "beat_schedule": dict(app.get("beat_schedule") or {}),
             "password_files": {}
             if index == 0
             else {kind: f"{secrets_dir}/apps/{app_id}/rabbitmq_{kind}_password" for kind in KINDS},

@@ -3,7 +3,9 @@
 It knows nothing of the cluster: the cluster's settings (brokers, TLS, queues, delivery) come
 from the configuration module that the celery_app role renders on each host and names by
 CELERY_CONFIG_MODULE. The app only routes its tasks: word counts to the queue reports.fast,
-summaries to reports.slow, each served by the worker hosts that the inventory gives it.
+summaries to reports.slow, each served by the worker hosts that the inventory gives it. Its
+periodic task, tick, runs as often as the inventory's beat_schedule says (the cluster runs one
+scheduler for the app, README "Periodic tasks").
 
     from reportsApp import count_words, summarize
     count_words.delay("a b c").get(timeout=30)        # 3
@@ -12,6 +14,7 @@ summaries to reports.slow, each served by the worker hosts that the inventory gi
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery
@@ -23,6 +26,7 @@ app.config_from_envvar("CELERY_CONFIG_MODULE")
 app.conf.task_routes = {
     "reportsApp.count_words": {"queue": "reports.fast"},
     "reportsApp.summarize": {"queue": "reports.slow"},
+    "reportsApp.tick": {"queue": "reports.fast"},
 }
 
 
@@ -43,4 +47,10 @@ def summarize(values: list[float]) -> dict[str, Any]:
     }
 
 
-__all__ = ["app", "count_words", "summarize"]
+@app.task(name="reportsApp.tick")
+def tick() -> float:
+    """The periodic task: the time it ran (seconds since the epoch), in the worker's log."""
+    return time.time()
+
+
+__all__ = ["app", "count_words", "summarize", "tick"]
