@@ -11,6 +11,7 @@ from celerylab import (
     BROKERS,
     CONNECT,
     FLOWERS,
+    OTHER_APP_WORKERS,
     RUNNER,
     WEB,
     WORKERS,
@@ -24,6 +25,8 @@ from celerylab import (
 
 def sandboxed_units() -> list[tuple[str, str]]:
     units = [(w, f"celery-worker@{n}.service") for w in WORKERS for n in nodes_of(w)]
+    # The reports app's scheduler (test_beat), on each of its worker hosts.
+    units += [(w, "celery-beat-reports.service") for w in OTHER_APP_WORKERS]
     return units + [(f, "flower.service") for f in FLOWERS]
 
 
@@ -76,13 +79,17 @@ def run_in_copy_of(name: str, unit: str, interpreter: str, script: str, args: li
 
 def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() -> None:
     """A process under a unit's sandbox (as its user) writes the worker's download directory
-    and nothing else: the venv, /etc, /var/log and even the service user's own home are on a
-    read-only file system."""
+    (the scheduler's: its state directory) and nothing else: the venv, /etc, /var/log and even
+    the service user's own home are on a read-only file system."""
     for name, unit in sandboxed_units():
         worker = unit.startswith("celery-worker@")
         own_home = "/var/lib/celery" if worker else "/var/lib/flower"
         read_only = ["/opt/downloader/venv", "/etc", "/var/log", own_home]
         writable = ["/var/lib/downloader/files"] if worker else []
+        if unit.startswith("celery-beat-"):
+            # The scheduler writes its state directory only.
+            read_only = ["/opt/reports/venv", "/etc", "/var/log", "/var/lib/celery"]
+            writable = ["/var/lib/celery-beat-reports"]
         found = run_in_sandbox_of(name, unit, read_only + writable)
         for place in read_only:
             assert "Read-only file system" in found[place], f"{unit} on {name}: {place}: {found[place]}"

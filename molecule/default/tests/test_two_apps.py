@@ -1,6 +1,7 @@
 """Two apps on one cluster: the downloader on its worker hosts, and the reports app
 (examples/reports-app, an app of the operator's own, in cluster_apps with its module and
-source) on rworker1, group reports_workers. Each app has its own venv, configuration, units,
+source) on rworker1 and rworker2, group reports_workers, each host serving one of its two
+queues. Each app has its own venv, configuration, units,
 vhost and queues; the reports app reads the cluster's settings from the configuration module
 the celery_app role renders (CELERY_CONFIG_MODULE), as the README's contract says.
 """
@@ -14,7 +15,8 @@ from celerylab import BROKERS, OTHER_APP_WORKERS, RUNNER, SECRETS, WORKERS, amqp
 
 REPORTS_ENV = "CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/reports"
 REPORTS_CELERY = f"env {REPORTS_ENV} /opt/reports/venv/bin/celery -A reportsApp"
-REPORTS_NODE = "reports1@rworker1"
+# Each reports host's node and the one queue it serves (the scenario's celery_worker_queues).
+FAST_NODE, SLOW_NODE = "reports1@rworker1", "reports2@rworker2"
 # Submits both tasks and prints their results; a task that gets no result within its timeout
 # prints "timeout" in its place. Argument: seconds to wait for each.
 SUBMIT = """
@@ -33,9 +35,9 @@ print(json.dumps(out))
 """
 
 
-def reports_worker() -> str:
-    assert OTHER_APP_WORKERS, "the scenario has no worker host of the reports app"
-    return OTHER_APP_WORKERS[0]
+def reports_worker(index: int = 0) -> str:
+    assert len(OTHER_APP_WORKERS) == 2, "the scenario has not two worker hosts of the reports app"
+    return sorted(OTHER_APP_WORKERS)[index]
 
 
 def submit(wait: float) -> list[object]:
@@ -53,49 +55,62 @@ def inspect_queues(on: str, celery: str, node: str) -> set[str]:
 
 
 def test_each_app_has_its_own_venv_configuration_and_units() -> None:
-    """rworker1 runs the reports app alone: its venv under /opt/reports, its configuration module
-    (root and the group reports only), the unit celery-worker@reports1 with -A reportsApp; no
-    downloader there. The downloader's worker hosts have nothing of the reports app."""
-    reports = host(reports_worker())
-    config = reports.file("/etc/reports/celeryconfig.py")
-    assert (config.user, config.group, config.mode) == ("root", "reports", 0o640)
-    urls = re.findall(r'"(pyamqp://[^"]+)"', config.content_string)
-    assert urls and all(re.fullmatch(r"pyamqp://reports:[^@]+@[^/]+:5671/reports", url) for url in urls), urls
-    assert reports.service("celery-worker@reports1").is_running
-    celeryd = reports.file("/etc/default/celeryd").content_string
-    assert 'CELERY_APP="reportsApp"' in celeryd and 'CELERY_CONFIG_MODULE="celeryconfig"' in celeryd
-    # The group's own pool and size, not those of `workers`, which rworker1 is also in.
-    assert "--pool=prefork --concurrency=2 " in celeryd, celeryd
-    assert not reports.file("/opt/downloader").exists and not reports.file("/etc/downloader").exists
+    """rworker1 and rworker2 run the reports app alone: its venv under /opt/reports, its
+    configuration module (root and the group reports only), a unit celery-worker@reportsN with
+    -A reportsApp and the one queue the host serves; no downloader there. The downloader's
+    worker hosts have nothing of the reports app."""
+    for index, queue in enumerate(["reports.fast", "reports.slow"]):
+        reports = host(reports_worker(index))
+        config = reports.file("/etc/reports/celeryconfig.py")
+        assert (config.user, config.group, config.mode) == ("root", "reports", 0o640)
+        urls = re.findall(r'"(pyamqp://[^"]+)"', config.content_string)
+        expected = r"pyamqp://reports:[^@]+@[^/]+:5671/reports"
+        assert urls and all(re.fullmatch(expected, url) for url in urls), urls
+        assert reports.service(f"celery-worker@reports{index + 1}").is_running
+        celeryd = reports.file("/etc/default/celeryd").content_string
+        assert 'CELERY_APP="reportsApp"' in celeryd and 'CELERY_CONFIG_MODULE="celeryconfig"' in celeryd
+        # The group's own pool and size, not those of `workers`, which the host is also in.
+        assert "--pool=prefork --concurrency=2 " in celeryd, celeryd
+        assert f"--queues={queue}" in celeryd, celeryd
+        assert not reports.file("/opt/downloader").exists and not reports.file("/etc/downloader").exists
     for name in WORKERS:
         assert not host(name).file("/opt/reports").exists, name
         assert not host(name).file("/etc/reports").exists, name
 
 
+def ran(on: str, unit: str, task: str) -> int:
+    """How many times TASK succeeded in UNIT's journal on host ON."""
+    out = host(on).run("journalctl --no-pager -q -u %s -g %s", unit, rf"{task}\[.*\] succeeded").stdout
+    return len(out.splitlines())
+
+
 def test_each_app_runs_its_tasks_on_its_own_queues_and_workers() -> None:
-    """The reports node consumes reports.fast and reports.slow (inspect active_queues), the
-    downloader's nodes only celery. count_words and summarize return their results to the
-    caller; with the node's consumer of reports.slow cancelled, summarize waits in its queue while
+    """reports1@rworker1 consumes reports.fast, reports2@rworker2 reports.slow (inspect
+    active_queues), the downloader's nodes only celery. count_words and summarize return their
+    results to the caller, each run by the node of its queue only (the nodes' journals); with
+    reports2's consumer of reports.slow cancelled, summarize waits in its queue while
     count_words still runs (each task goes to the queue the app routes it to), and runs once
     the consumer is back."""
-    on = reports_worker()
-    assert inspect_queues(on, REPORTS_CELERY, REPORTS_NODE) == {"reports.fast", "reports.slow"}
+    fast, slow = reports_worker(0), reports_worker(1)
+    assert inspect_queues(fast, REPORTS_CELERY, FAST_NODE) == {"reports.fast"}
+    assert inspect_queues(slow, REPORTS_CELERY, SLOW_NODE) == {"reports.slow"}
     node = f"worker1@{WORKERS[0].split('.')[0]}"
     assert inspect_queues(WORKERS[0], "celery -A downloaderApp", node) == {"celery"}
     assert submit(60) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
-    cancel = host(on).run(
-        f"{REPORTS_CELERY} control cancel_consumer reports.slow -d {REPORTS_NODE} --timeout 10"
-    )
+    assert ran(fast, "celery-worker@reports1", "reportsApp.count_words") > 0
+    assert ran(slow, "celery-worker@reports2", "reportsApp.summarize") > 0
+    assert ran(fast, "celery-worker@reports1", "reportsApp.summarize") == 0
+    assert ran(slow, "celery-worker@reports2", "reportsApp.count_words") == 0
+    control = f"{REPORTS_CELERY} control %s reports.slow -d {SLOW_NODE} --timeout 10"
+    cancel = host(slow).run(control, "cancel_consumer")
     assert cancel.rc == 0, cancel.stdout + cancel.stderr
     try:
-        assert inspect_queues(on, REPORTS_CELERY, REPORTS_NODE) == {"reports.fast"}
+        assert inspect_queues(slow, REPORTS_CELERY, SLOW_NODE) == set()
         assert submit(10) == [3, "timeout"]
     finally:
-        add = host(on).run(
-            f"{REPORTS_CELERY} control add_consumer reports.slow -d {REPORTS_NODE} --timeout 10"
-        )
+        add = host(slow).run(control, "add_consumer")
         assert add.rc == 0, add.stdout + add.stderr
-    assert inspect_queues(on, REPORTS_CELERY, REPORTS_NODE) == {"reports.fast", "reports.slow"}
+    assert inspect_queues(slow, REPORTS_CELERY, SLOW_NODE) == {"reports.slow"}
     assert submit(60) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
 
 

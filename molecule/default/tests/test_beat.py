@@ -1,0 +1,201 @@
+"""The reports app's periodic task (its beat_schedule: tick every 4 s): both worker hosts of the
+app run the unit celery-beat-reports, and one of them at a time, the holder of the lock queue on
+the broker, runs the scheduler. Each tick is sent once per period cluster-wide; with the
+scheduler's host shut down, or cut off from the broker, the other host takes over, and when the
+host is back it waits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import time
+from collections.abc import Callable
+
+from celerylab import BROKERS, OTHER_APP_WORKERS, cluster_address_of, docker, host, put_file
+
+PERIOD = 4.0
+UNIT = "celery-beat-reports"
+# The scheduler itself, not the lock program whose command line names it after `--`.
+SCHEDULER = r"^\S+ /opt/reports/venv/bin/celery -A reportsApp beat"
+# Drops a host's traffic to and from one address, silently, as a lost network does (the
+# hosts have no nft command; firewalld's Python binding of libnftables is there).
+CUT = "celerylab_cut"
+NFT = """
+import sys, nftables
+nft = nftables.Nftables()
+for command in sys.argv[1:]:
+    rc, _, error = nft.cmd(command)
+    assert rc == 0, (command, error)
+"""
+SENT = re.compile(r"^(\d+\.\d+) .*Sending due task tick \(reportsApp\.tick\)", re.M)
+
+
+def schedulers() -> set[str]:
+    """The reports hosts where a scheduler process runs now."""
+    return {name for name in OTHER_APP_WORKERS if host(name).run("pgrep -f %s", SCHEDULER).rc == 0}
+
+
+def sent(name: str, since: float) -> list[float]:
+    """When NAME's scheduler sent tick, since SINCE (the hosts share the controller's clock)."""
+    out = (
+        host(name)
+        .run("journalctl --no-pager -q -o short-unix -u %s --since @%s", UNIT, str(int(since)))
+        .stdout
+    )
+    return [t for t in (float(m) for m in SENT.findall(out)) if t >= since]
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(1)
+
+
+def assert_once_per_period(times: list[float], at_least: int) -> None:
+    """Never two ticks closer than half a period (two schedulers would be), none missed."""
+    assert len(times) >= at_least, times
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(PERIOD / 2 <= gap <= PERIOD * 1.5 for gap in gaps), gaps
+
+
+def the_holder() -> str:
+    wait_for("one scheduler runs", lambda: len(schedulers()) == 1, 60)
+    (holder,) = schedulers()
+    return holder
+
+
+def test_one_scheduler_sends_the_tick_once_per_period() -> None:
+    """Both hosts run the unit; one runs the scheduler, the other waits for the lock. Over 14 s
+    the holder sends tick once every 4 s, the other host sends nothing, and reports1 (the
+    queue reports.fast) runs the ticks."""
+    for name in OTHER_APP_WORKERS:
+        assert host(name).service(UNIT).is_running, name
+        assert host(name).service(UNIT).is_enabled, name
+    holder = the_holder()
+    since = time.time()
+    time.sleep(PERIOD * 3.5)
+    assert schedulers() == {holder}
+    assert_once_per_period(sent(holder, since), 3)
+    for name in OTHER_APP_WORKERS:
+        if name != holder:
+            assert sent(name, since) == [], name
+            said = host(name).run("journalctl --no-pager -q -u %s -g %s", UNIT, "another host runs").stdout
+            assert said, name
+    fast = sorted(OTHER_APP_WORKERS)[0]
+    ran = host(fast).run(
+        "journalctl --no-pager -q -u celery-worker@reports1 -g %s", r"reportsApp.tick\[.*\] succeeded"
+    )
+    assert ran.stdout.strip(), "reports1 ran no tick"
+
+
+def test_the_scheduler_fails_over_when_its_host_is_shut_down() -> None:
+    """The holder's host shut down (`systemctl poweroff`, its container stops): the other
+    host's scheduler starts after the lock's grace and sends tick once per period; there never
+    are two schedulers. The host started again waits for the lock: the tick keeps coming from
+    the other host only."""
+    holder = the_holder()
+    (other,) = [name for name in OTHER_APP_WORKERS if name != holder]
+    # Docker writes both anew when a container starts; they are molecule/shared/prepare.yml's.
+    kept = {path: host(holder).file(path).content for path in ("/etc/hosts", "/etc/resolv.conf")}
+    stopped_at = time.time()
+    before = sent(holder, stopped_at - PERIOD * 3)
+    shut_down(holder)
+    try:
+        wait_for(f"{other} runs the scheduler", lambda: schedulers() == {other}, 90)
+        taken_at = time.time()
+        time.sleep(PERIOD * 3.5)
+        after = sent(other, stopped_at - PERIOD * 3)
+        # None before the holder went: the other host waited for the lock.
+        assert after and after[0] > stopped_at, (before, after)
+        assert before and after[0] - before[-1] >= PERIOD / 2, (before, after)
+        assert_once_per_period(after, 3)
+    finally:
+        docker("start", holder)
+        wait_for(f"{holder} is back", lambda: booted(holder), 120)
+        for path, content in kept.items():
+            put_file(holder, path, content)
+    wait_for(f"{holder} waits for the lock", lambda: bool(waiting(holder, stopped_at)), 90)
+    back_at = time.time()
+    time.sleep(PERIOD * 2.5)
+    assert schedulers() == {other}
+    assert sent(holder, back_at) == []
+    assert_once_per_period(sent(other, taken_at), 5)
+
+
+def running(name: str) -> bool:
+    state = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True, timeout=30
+    )
+    return state.stdout.strip() == "true"
+
+
+def shut_down(name: str) -> None:
+    """An orderly shutdown of NAME, as an operator's: its units stop, then its container."""
+    docker("exec", name, "systemctl", "poweroff")
+    wait_for(f"{name} is down", lambda: not running(name), 90)
+
+
+def booted(name: str) -> bool:
+    """NAME's systemd finished starting its units (running, or degraded)."""
+    return host(name).run("systemctl is-system-running --wait").rc in (0, 1)
+
+
+def journal(name: str, since: float, pattern: str) -> str:
+    """NAME's scheduler unit's lines since SINCE that match PATTERN."""
+    out = host(name).run("journalctl --no-pager -q -u %s --since @%s -g %s", UNIT, str(int(since)), pattern)
+    return str(out.stdout)
+
+
+def waiting(name: str, since: float) -> str:
+    return journal(name, since, "another host runs")
+
+
+def cut_off(name: str, address: str) -> None:
+    commands = [
+        f"add table inet {CUT}",
+        f"add chain inet {CUT} out {{ type filter hook output priority -10 ; }}",
+        f"add chain inet {CUT} in {{ type filter hook input priority -10 ; }}",
+        f"add rule inet {CUT} out ip daddr {address} drop",
+        f"add rule inet {CUT} in ip saddr {address} drop",
+    ]
+    result = host(name).run("python3 -c %s " + " ".join(["%s"] * len(commands)), NFT, *commands)
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def reconnect(name: str) -> None:
+    result = host(name).run("python3 -c %s %s", NFT, f"delete table inet {CUT}")
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def test_a_holder_cut_off_from_the_broker_stops_its_scheduler_before_another_starts() -> None:
+    """The holder's traffic to and from the broker dropped (no FIN, no answer: a lost network):
+    its lock program finds the connection lost and stops its scheduler (its journal says so),
+    the broker frees the lock after the heartbeat, and the other host starts its scheduler
+    after the grace. Sampled every second, at no time do both hosts run one. With
+    the network back, the host waits for the lock."""
+    holder = the_holder()
+    (other,) = [name for name in OTHER_APP_WORKERS if name != holder]
+    cut_at = time.time()
+    cut_off(holder, cluster_address_of(BROKERS[0]))
+    try:
+        seen: list[tuple[float, set[str]]] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = schedulers()
+            seen.append((round(time.time() - cut_at, 1), now))
+            assert len(now) <= 1, seen
+            if now == {other}:
+                break
+            time.sleep(1)
+        assert seen[-1][1] == {other}, seen
+        assert [s for s in seen if not s[1]], seen  # a time with none between the two
+        # Its lock program found the connection lost (py-amqp's socket gives up on unanswered
+        # data within seconds; the lease is the bound when nothing fails at all).
+        assert journal(holder, cut_at, "broker: |no answer from the broker"), seen
+    finally:
+        reconnect(holder)
+    wait_for(f"{holder} waits for the lock", lambda: bool(waiting(holder, cut_at)), 90)
+    assert schedulers() == {other}
