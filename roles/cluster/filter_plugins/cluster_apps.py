@@ -115,6 +115,11 @@ def _kinds_problems(where: str, key: str, value: Any, secret: bool) -> list[str]
     return []
 
 
+def _unknown_keys(where: str, entry: Mapping[str, Any], known: tuple[str, ...]) -> list[str]:
+    unknown = sorted(set(entry) - set(known))
+    return [f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"] if unknown else []
+
+
 def _beat_problems(where: str, schedule: Any, queues: Any) -> list[str]:
     if not isinstance(schedule, Mapping):
         return [f"{where}: beat_schedule must map entry names to {{task: NAME, every: SECONDS}}"]
@@ -127,9 +132,7 @@ def _beat_problems(where: str, schedule: Any, queues: Any) -> list[str]:
         if not isinstance(entry, Mapping):
             problems.append(f"{here} must be a mapping such as {{task: myApp.cleanup, every: 60}}")
             continue
-        unknown = sorted(set(entry) - set(BEAT_KEYS))
-        if unknown:
-            problems.append(f"{here}: unknown key(s) {', '.join(unknown)}; known: {', '.join(BEAT_KEYS)}")
+        problems += _unknown_keys(here, entry, BEAT_KEYS)
         if not isinstance(entry.get("task"), str) or not entry["task"]:
             problems.append(f"{here}: task must be the name of a task of the app")
         every = entry.get("every")
@@ -155,9 +158,7 @@ def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = Non
         if not isinstance(app, Mapping):
             problems.append(f"{where} must be a mapping such as {{id: myapp}}, not {app!r}")
             continue
-        unknown = sorted(set(app) - set(KEYS))
-        if unknown:
-            problems.append(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
+        problems += _unknown_keys(where, app, KEYS)
         if not isinstance(app.get("id"), str) or not ID.match(app["id"]):
             problems.append(
                 f"{where}: id must be 1 to 32 of a-z, 0-9, _ and -, starting with a letter "
