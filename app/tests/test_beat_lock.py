@@ -6,6 +6,7 @@ on its own ends the lock program with its exit code (systemd starts it again).""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -46,12 +47,14 @@ class Copies:
 
     def start(self, name: str, *command: str) -> subprocess.Popen[bytes]:
         scheduler = command or (sys.executable, "-c", SCHEDULER, str(self.log), name)
-        options = ["--poll", "0.2", "--lease", "1.5", "--heartbeat", "3", "--grace", str(GRACE)]
+        options = ["--poll", "0.2", "--lease", "1.5", "--heartbeat", "3", "--stop-timeout", "1"]
+        options += ["--grace", str(GRACE)]
         proc = subprocess.Popen(
             [sys.executable, str(LOCK_PROGRAM), "--app", "downloaderApp", "--lock", self.lock,
              *options, "--retry", "0.3", "--", *scheduler],
             stdout=subprocess.DEVNULL,
             stderr=(self.work / f"{name}.err").open("wb"),
+            start_new_session=True,  # its scheduler too goes with the group at the end
         )  # fmt: skip
         self.running.append(proc)
         return proc
@@ -78,8 +81,9 @@ def copies(broker: str, tmp_path: Path) -> Iterator[Copies]:
     made = Copies(tmp_path)
     yield made
     for proc in made.running:
-        proc.kill()
-        proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_one_copy_runs_the_scheduler_and_hands_over_when_stopped(copies: Copies) -> None:

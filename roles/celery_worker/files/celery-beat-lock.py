@@ -5,11 +5,14 @@ celery-beat-ID, roles/celery_worker) with the app's venv and configuration. Each
 declare the app vhost's exclusive queue LOCK: the broker lets one connection at a time hold it,
 cluster-wide, and deletes it when that connection closes or stops answering its heartbeats. The
 holder waits GRACE seconds, starts COMMAND (the scheduler) and asks the broker about its queue
-every POLL seconds. Its scheduler is killed before the lock is given up, and also when the
-broker has not answered for LEASE seconds (a hung host or a lost network): by then the broker
-may already have handed the lock to another host, which waits GRACE before it starts its own.
-LEASE < HEARTBEAT <= the broker's time to notice, and GRACE on top, keep two schedulers from
-ever running at once. The others retry every RETRY seconds.
+every POLL seconds. Its scheduler is stopped before the lock is given up (TERM, then KILL after
+STOP_TIMEOUT), and killed when the broker has not answered for LEASE seconds, also while it is
+being stopped (a hung host or a lost network): a scheduler never outlives its holder's last
+answer by more than about LEASE. The broker frees the lock no sooner than HEARTBEAT after the
+holder's last word, and another host waits GRACE more before it starts its own: with
+STOP_TIMEOUT < LEASE < HEARTBEAT two schedulers never run at once. The others retry every
+RETRY seconds. (The lock is held on the broker node the holder is connected to: see the
+README, "Periodic tasks", on brokers cut off from each other.)
 
 Usage: python celery-beat-lock.py --app MODULE [options] -- COMMAND [ARG...]
 """
@@ -63,14 +66,22 @@ class Runner:
     def __init__(self, app: Any, options: argparse.Namespace) -> None:
         self.app = app
         self.options = options
-        self.stopping = threading.Event()
+        # Set by the signal handler: a plain flag, which a handler may set at any moment.
+        self.stopping = False
         self.child: subprocess.Popen[bytes] | None = None
         self.told_held = False
 
+    def pause(self, seconds: float) -> None:
+        """Sleep SECONDS, or less once stopping."""
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+
     def run(self) -> int:
         """Until TERM: hold the lock and run the scheduler, or wait for the lock. The exit code
-        of a scheduler that ended on its own, else 0."""
-        while not self.stopping.is_set():
+        of a scheduler that ended on its own (1 when that was 0: the unit must start again),
+        else 0."""
+        while not self.stopping:
             from amqp.exceptions import AMQPError
             from kombu.exceptions import KombuError
 
@@ -81,7 +92,7 @@ class Runner:
                 code = None
             if code is not None:
                 return code
-            self.stopping.wait(self.options.retry)
+            self.pause(self.options.retry)
         return 0
 
     def attempt(self) -> int | None:
@@ -93,7 +104,7 @@ class Runner:
             conn.ensure_connection(max_retries=2)
             # A channel the broker closes (the lock is held) is opened again by py-amqp.
             channel = conn.channel()
-            while not self.stopping.is_set():
+            while not self.stopping:
                 try:
                     channel.queue_declare(
                         queue=self.options.lock,
@@ -105,15 +116,10 @@ class Runner:
                     if not self.told_held:
                         LOG.info("another host runs the scheduler (holds %s); waiting", self.options.lock)
                         self.told_held = True
-                    self.stopping.wait(self.options.retry)
+                    self.pause(self.options.retry)
                     continue
                 self.told_held = False
-                try:
-                    return self.lead(channel)
-                finally:
-                    # Before the connection (and with it the lock) goes.
-                    stop(self.child, self.options.stop_timeout)
-                    self.child = None
+                return self.lead(channel)
             return None
 
     def lead(self, channel: Any) -> int | None:
@@ -125,7 +131,7 @@ class Runner:
         start = time.monotonic() + options.grace
         LOG.info("holding %s: the scheduler starts in %s s", options.lock, options.grace)
         try:
-            while not self.stopping.is_set():
+            while not self.stopping:
                 channel.queue_declare(queue=options.lock, passive=True)
                 lease.renew()
                 if self.child is None and time.monotonic() >= start:
@@ -134,9 +140,12 @@ class Runner:
                 if self.child is not None and self.child.poll() is not None:
                     LOG.error("the scheduler exited with %s", self.child.returncode)
                     return self.child.returncode or 1
-                self.stopping.wait(options.poll)
+                self.pause(options.poll)
             return None
         finally:
+            # Before the connection, and with it the lock, goes; the watchdog still on.
+            stop(self.child, options.stop_timeout)
+            self.child = None
             leading.clear()
 
     def watch(self, lease: Lease, leading: threading.Event) -> None:
@@ -156,6 +165,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="celery-beat-lock", description=__doc__.split("\n\n")[0])
     parser.add_argument("--app", required=True, help="the Celery app (celery -A MODULE)")
     parser.add_argument("--lock", default="celery-cluster.beat-lock", help="the lock queue")
+
     def seconds(flag: str, default: float, meaning: str) -> None:
         parser.add_argument(flag, type=float, default=default, metavar="SECONDS", help=meaning)
 
@@ -164,11 +174,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--heartbeat", type=int, default=10, help="AMQP heartbeat, seconds (> lease)")
     seconds("--grace", 15.0, "a new holder waits before it starts")
     seconds("--retry", 5.0, "between attempts to take the lock")
-    seconds("--stop-timeout", 10.0, "the scheduler gets to stop")
+    seconds("--stop-timeout", 5.0, "the scheduler gets to stop (< lease)")
     parser.add_argument("command", nargs="+", help="the scheduler's command line (after --)")
     options = parser.parse_args(argv)
-    if not options.poll < options.lease < options.heartbeat:
-        parser.error("need poll < lease < heartbeat")
+    if not (options.poll < options.lease < options.heartbeat and options.stop_timeout < options.lease):
+        parser.error("need poll < lease < heartbeat and stop-timeout < lease")
     return options
 
 
@@ -180,8 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = Runner(find_app(options.app), options)
 
     def on_signal(signum: int, _frame: object) -> None:
-        LOG.info("signal %s: stopping", signum)
-        runner.stopping.set()
+        runner.stopping = True
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -136,12 +137,18 @@ def _beat_problems(where: str, schedule: Any, queues: Any) -> list[str]:
         if not isinstance(entry.get("task"), str) or not entry["task"]:
             problems.append(f"{here}: task must be the name of a task of the app")
         every = entry.get("every")
-        if isinstance(every, bool) or not isinstance(every, (int, float)) or every < 1:
+        if (
+            isinstance(every, bool)
+            or not isinstance(every, (int, float))
+            or not math.isfinite(every)
+            or every < 1
+        ):
             problems.append(f"{here}: every must be a number of seconds, at least 1 (got {every!r})")
         if "args" in entry and not isinstance(entry["args"], list):
             problems.append(f"{here}: args must be a list")
-        if "kwargs" in entry and not isinstance(entry["kwargs"], Mapping):
-            problems.append(f"{here}: kwargs must be a mapping")
+        kwargs = entry.get("kwargs", {})
+        if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
+            problems.append(f"{here}: kwargs must be a mapping of argument names")
         if "queue" in entry and (not isinstance(queues, list) or entry["queue"] not in queues):
             problems.append(f"{here}: queue {entry['queue']!r} is not one of the app's queues")
     return problems
