@@ -144,6 +144,18 @@ def test_a_bad_list_is_refused_with_what_is_wrong(apps: Any, said: str) -> None:
     assert any(re.search(said, problem) for problem in found), found
 
 
+def test_an_app_with_a_schedule_needs_a_worker_host_that_may_run_it() -> None:
+    apps = [{"id": "downloader"}, app("reports", beat_schedule={"t": {"task": "r.t", "every": 5}})]
+    unscheduled = apps_filters.cluster_apps_unscheduled
+    assert unscheduled(apps, [{}], "downloader") == ["reports"]
+    assert unscheduled(apps, [{"cluster_app": "reports"}], "downloader") == []
+    assert unscheduled(apps, [{"cluster_app": "reports", "celery_worker_beat": "false"}], "downloader") == [
+        "reports"
+    ]
+    off = [{"cluster_app": "reports", "celery_worker_beat": False}, {"cluster_app": "reports"}]
+    assert unscheduled(apps, off, "downloader") == []
+
+
 def test_the_first_apps_users_count_against_the_others() -> None:
     apps = [app("a"), app("b")]
     assert problems(apps) == []

@@ -86,6 +86,13 @@ def test_a_minimal_inventory_passes_the_checks_before_any_change(tmp_path: Path)
     rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], *apps)
     said = " ".join(out.split())
     assert rc != 0 and "cluster_apps: two apps have the vhost downloader" in said, said[-3000:]
+    # A schedule for an app that no worker host runs.
+    scheduled = {"id": "reports", "module": "reportsApp", "source": "/srv/reports"}
+    scheduled["beat_schedule"] = {"tick": {"task": "reportsApp.tick", "every": 60}}
+    unscheduled = ["-e", json.dumps({"cluster_apps": [{"id": "downloader"}, scheduled]})]
+    rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], *unscheduled)
+    said = " ".join(out.split())
+    assert rc != 0 and "reports has a beat_schedule, but no host of `workers`" in said, said[-3000:]
     # A worker host of an app that the list does not have.
     rc, out = ansible_playbook(tmp_path / "hosts.yml", plays[0], plays[2], "-e", "cluster_app=reprots")
     said = " ".join(out.split())

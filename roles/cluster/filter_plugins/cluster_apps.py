@@ -275,9 +275,27 @@ def cluster_apps_complete(
     return completed
 
 
+def _true(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "no", "off", "0", "n", "f", "")
+    return bool(value)
+
+
+def cluster_apps_unscheduled(apps: Any, workers: Any, default_app: str) -> list[str]:
+    """The ids of APPS that have a beat_schedule but no host among WORKERS (their variables:
+    cluster_app, default DEFAULT_APP; celery_worker_beat, default true) to run the scheduler."""
+    runnable = {
+        worker.get("cluster_app", default_app)
+        for worker in workers
+        if _true(worker.get("celery_worker_beat", True))
+    }
+    return [app["id"] for app in apps if app.get("beat_schedule") and app["id"] not in runnable]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "cluster_apps_problems": cluster_apps_problems,
             "cluster_apps_complete": cluster_apps_complete,
+            "cluster_apps_unscheduled": cluster_apps_unscheduled,
         }
