@@ -4,6 +4,7 @@ of the hosts, packed into one archive each, and the app's own wheel, each only w
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +33,10 @@ description:
     gives the same bytes), into I(dir)/app/. The checksums of the source's files (without build
     output and caches) name a note I(dir)/app/source-FINGERPRINT.json of the wheel they built; a
     run that finds the note and that wheel builds nothing.
+  - >-
+    Runs on one controller wait for each other (a lock on I(dir)/.lock): two runs of one wheelhouse
+    at once, such as two scenarios tested side by side, neither download into the same directory
+    nor write the same temporary file at the same time.
   - Check mode reports what would be built and builds nothing.
 options:
   dir:
@@ -209,6 +214,11 @@ def main() -> None:
     archives: dict[str, str] = {}
     if any(len(pair) != 2 for pair in p["targets"]):
         module.fail_json(msg=f"targets: each must be a pair [python version, CPU], got {p['targets']}")
+    if not module.check_mode:
+        home.mkdir(parents=True, exist_ok=True)
+        # Held until the module exits; what another run finished meanwhile is found below.
+        lock_handle = (home / ".lock").open("a")
+        fcntl.flock(lock_handle, fcntl.LOCK_EX)
     for python, arch in sorted({(str(pair[0]), str(pair[1])) for pair in p["targets"]}):
         name = target_name(python, arch)
         tdir = home / name

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ EPOCH = 315532800
 # python -m pip (download ... --dest D --python-version V --platform P... --requirement R
 #                | wheel ... --wheel-dir D SOURCE)
 STAND_IN = """#!/usr/bin/env python3
-import hashlib, json, os, sys
+import hashlib, json, os, sys, time
 args = sys.argv[3:]
 with open(os.environ["PIP_CALLS"], "a") as log:
     log.write(json.dumps(args) + "\\n")
+time.sleep(float(os.environ.get("PIP_SLEEP", "0")))
 if os.environ.get("PIP_FAILS"):
     sys.stderr.write("ERROR: No matching distribution found for celery==9.9\\n")
     sys.exit(1)
@@ -60,7 +62,9 @@ def lab(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(lab: Path, check: bool = False, fails: bool = False, **params: Any) -> dict[str, Any]:
+def run(
+    lab: Path, check: bool = False, fails: bool = False, workdir: Path | None = None, **params: Any
+) -> dict[str, Any]:
     params = {
         "dir": str(lab / "wheelhouse"),
         "source": str(lab / "app"),
@@ -69,8 +73,9 @@ def run(lab: Path, check: bool = False, fails: bool = False, **params: Any) -> d
         "python": str(lab / "python"),
         **params,
     }
-    env = {"PIP_CALLS": str(lab / "calls"), **({"PIP_FAILS": "1"} if fails else {})}
-    return run_module("wheelhouse", lab, params, check=check, env=env)
+    env = {"PIP_CALLS": str(lab / "calls"), "PIP_SLEEP": os.environ.get("PIP_SLEEP", "0")}
+    env.update({"PIP_FAILS": "1"} if fails else {})
+    return run_module("wheelhouse", workdir or lab, params, check=check, env=env)
 
 
 def calls(lab: Path) -> list[list[str]]:
@@ -116,6 +121,23 @@ def test_a_first_run_builds_each_target_once_then_a_second_run_calls_no_pip(lab:
         k: first[k] for k in ("archives", "wheel", "checksum")
     }
     assert len(calls(lab)) == before
+
+
+def test_two_runs_at_once_wait_for_each_other_and_build_everything_once(
+    lab: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each pip call takes a second: without the lock both runs download every target and build
+    # the wheel into the same files at the same time.
+    monkeypatch.setenv("PIP_SLEEP", "1")
+    (lab / "a").mkdir()
+    (lab / "b").mkdir()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda w: run(lab, workdir=lab / w), ["a", "b"]))
+    assert sorted(len(r["built"]) for r in results) == [0, 5]
+    assert [r["wheel"] for r in results] == ["app-1.0-py3-none-any.whl"] * 2
+    assert results[0]["checksum"] == results[1]["checksum"]
+    assert sorted(c[0] for c in calls(lab)) == ["download", "download", "wheel"]
+    assert not list((lab / "wheelhouse").rglob("*.partial"))
 
 
 def test_the_same_wheels_pack_into_the_same_bytes(lab: Path) -> None:
