@@ -25,7 +25,14 @@ def load(path: str) -> ModuleType:
 
 apps_filters = load("cluster/filter_plugins/cluster_apps.py")
 broker_filters = load("rabbitmq/filter_plugins/rabbitmq_apps.py")
-problems = apps_filters.cluster_apps_problems
+LOCK = "celery-cluster.beat-lock"
+
+
+def problems(apps: Any, first_users: dict[str, str] | None = None) -> list[str]:
+    found: list[str] = apps_filters.cluster_apps_problems(apps, LOCK, first_users)
+    return found
+
+
 complete = apps_filters.cluster_apps_complete
 FIRST_USERS = {"worker": "downloader", "flower": "downloader-flower", "client": "downloader-client"}
 FIRST_PASSWORDS = {"worker": "w" * 32, "flower": "f" * 32, "client": "c" * 32}
@@ -112,7 +119,7 @@ def test_a_schedule_is_kept_as_given() -> None:
             [app("a"), app("b", passwords={"worker": "", "flower": "p", "client": "p"})],
             "passwords.worker must be a non-empty password",
         ),
-        ([app("a", queues=["celery-cluster.beat-lock"])], "is the cluster's .the beat lock."),
+        ([app("a", queues=[LOCK])], "is the cluster's .the beat lock."),
         ([{"id": "downloader", "beat_schedule": {}}], "the downloader has no periodic task"),
         ([app("a", beat_schedule=[])], "beat_schedule must map entry names"),
         ([app("a", beat_schedule={"t": "a.t"})], r"beat_schedule.t must be a mapping"),

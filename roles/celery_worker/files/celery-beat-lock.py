@@ -30,6 +30,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from amqp.exceptions import AMQPError, ResourceLocked
+from celery.app.utils import find_app
+from kombu.exceptions import KombuError
+
 LOG = logging.getLogger("celery-beat-lock")
 # The exit code when the broker stopped answering: systemd starts the unit again.
 LOST = 75
@@ -82,9 +86,6 @@ class Runner:
         of a scheduler that ended on its own (1 when that was 0: the unit must start again),
         else 0."""
         while not self.stopping:
-            from amqp.exceptions import AMQPError
-            from kombu.exceptions import KombuError
-
             try:
                 code = self.attempt()
             except (OSError, AMQPError, KombuError) as exc:
@@ -98,8 +99,6 @@ class Runner:
     def attempt(self) -> int | None:
         """One connection: the lock asked for every RETRY seconds, then held until TERM, a lost
         broker or the scheduler's end (its exit code)."""
-        from amqp.exceptions import ResourceLocked
-
         with self.app.connection_for_write(heartbeat=self.options.heartbeat) as conn:
             conn.ensure_connection(max_retries=2)
             # A channel the broker closes (the lock is held) is opened again by py-amqp.
@@ -164,7 +163,7 @@ class Runner:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="celery-beat-lock", description=__doc__.split("\n\n")[0])
     parser.add_argument("--app", required=True, help="the Celery app (celery -A MODULE)")
-    parser.add_argument("--lock", default="celery-cluster.beat-lock", help="the lock queue")
+    parser.add_argument("--lock", required=True, help="the lock queue (exclusive, on the app's vhost)")
 
     def seconds(flag: str, default: float, meaning: str) -> None:
         parser.add_argument(flag, type=float, default=default, metavar="SECONDS", help=meaning)
@@ -185,8 +184,6 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from celery.app.utils import find_app
-
     runner = Runner(find_app(options.app), options)
 
     def on_signal(signum: int, _frame: object) -> None:

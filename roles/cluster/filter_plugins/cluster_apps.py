@@ -12,7 +12,6 @@ KINDS = ("worker", "flower", "client")
 KEYS = ("id", "module", "source", "lock", "vhost", "users", "passwords", "queues", "beat_schedule")
 BEAT_KEYS = ("task", "every", "args", "kwargs", "queue")
 # The queue whose exclusive holder runs the app's scheduler (roles/celery_worker, beat lock).
-BEAT_LOCK_QUEUE = "celery-cluster.beat-lock"
 # This project's own app: the entry {id: downloader} without a source.
 BUILTIN = {"id": "downloader", "module": "downloaderApp"}
 MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -154,9 +153,12 @@ def _beat_problems(where: str, schedule: Any, queues: Any) -> list[str]:
     return problems
 
 
-def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = None) -> list[str]:
+def cluster_apps_problems(
+    apps: Any, lock_queue: str, first_users: Mapping[str, str] | None = None
+) -> list[str]:
     """What is wrong with APPS (`cluster_apps`), one message per fault; [] when nothing is.
-    FIRST_USERS: the first app's users (cluster_broker_users), when they can be read yet."""
+    LOCK_QUEUE: the schedulers' lock (cluster_beat_lock_queue), which no app may name as a task
+    queue. FIRST_USERS: the first app's users (cluster_broker_users), when they can be read yet."""
     if not isinstance(apps, list) or not apps:
         return ["cluster_apps must be a list of apps (at least one: - id: downloader)"]
     problems: list[str] = []
@@ -206,8 +208,8 @@ def cluster_apps_problems(apps: Any, first_users: Mapping[str, str] | None = Non
             or not all(isinstance(name, str) and name for name in queues)
         ):
             problems.append(f"{where}: queues must be a non-empty list of queue names")
-        elif BEAT_LOCK_QUEUE in queues:
-            problems.append(f"{where}: the queue {BEAT_LOCK_QUEUE} is the cluster's (the beat lock)")
+        elif lock_queue in queues:
+            problems.append(f"{where}: the queue {lock_queue} is the cluster's (the beat lock)")
         if "beat_schedule" in app:
             if builtin:
                 problems.append(
