@@ -63,6 +63,7 @@ def test_the_default_list_is_sound_and_keeps_the_downloaders_names() -> None:
         "queues": ["celery"],
         "passwords": {},
         "beat_schedule": {},
+        "secrets_dir": "/s",
         "password_files": {},
     }
 
@@ -78,6 +79,7 @@ def test_a_second_app_gets_its_own_names_and_password_files() -> None:
     )
     assert second["vhost"] == "reports"
     assert second["users"] == {"worker": "reports", "flower": "reports-flower", "client": "reports-client"}
+    assert second["secrets_dir"] == "/s/apps/reports"
     assert second["password_files"]["client"] == "/s/apps/reports/rabbitmq_client_password"
     assert second["queues"] == ["reports.fast", "reports.slow"]
     assert second["beat_schedule"] == {}

@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from celerylab import (
+    ALL_FLOWERS,
     ALL_WORKERS,
     BROKERS,
     FLOWER_PORT,
     FLOWER_URL,
     FLOWERS,
+    OTHER_APP_FLOWERS,
     RUNNER,
     WEB,
     WORKERS,
@@ -95,7 +97,7 @@ def wait_cleared(name: str) -> None:
 
 def test_monitoring_services_are_active_and_enabled() -> None:
     units = [(m, "prometheus") for m in MONITORS] + [(m, "firewalld") for m in MONITORS]
-    units += [(h, "prometheus-node-exporter") for h in {*BROKERS, *ALL_WORKERS, *FLOWERS, *MONITORS}]
+    units += [(h, "prometheus-node-exporter") for h in {*BROKERS, *ALL_WORKERS, *ALL_FLOWERS, *MONITORS}]
     for name, unit in units:
         service = host(name).service(unit)
         assert service.is_running, f"{unit} is not running on {name}"
@@ -103,12 +105,13 @@ def test_monitoring_services_are_active_and_enabled() -> None:
 
 
 def test_prometheus_scrapes_every_host_of_the_inventory() -> None:
-    """One target per broker (RabbitMQ's plugin), per Flower host, and per host of the cluster
-    (node exporter), every one up: scraped over HTTPS, the certificate verified."""
+    """One target per broker (RabbitMQ's plugin), per Flower host of every app (labelled with
+    its app), and per host of the cluster (node exporter), every one up: scraped over HTTPS, the
+    certificate verified."""
     expected = (
         {("rabbitmq", b) for b in BROKERS}
-        | {("flower", f) for f in FLOWERS}
-        | {("node", h) for h in {*BROKERS, *ALL_WORKERS, *FLOWERS, *MONITORS}}
+        | {("flower", f) for f in ALL_FLOWERS}
+        | {("node", h) for h in {*BROKERS, *ALL_WORKERS, *ALL_FLOWERS, *MONITORS}}
     )
 
     def targets() -> dict[tuple[str, str], str]:
@@ -128,6 +131,14 @@ def test_prometheus_scrapes_every_host_of_the_inventory() -> None:
     assert set(seen) == expected
     assert all(v.startswith("up") for v in seen.values()), seen
     assert ("node", WEB) not in seen  # a host outside the cluster's groups is not scraped
+    data = prometheus("targets?state=active")
+    assert isinstance(data, dict)
+    apps = {
+        t["labels"]["instance"]: t["labels"].get("app")
+        for t in data["activeTargets"]
+        if t["labels"]["job"] == "flower"
+    }
+    assert apps == {f: "reports" if f in OTHER_APP_FLOWERS else "downloader" for f in ALL_FLOWERS}
 
 
 def test_metrics_ports_answer_the_monitoring_hosts_only() -> None:
@@ -135,8 +146,11 @@ def test_metrics_ports_answer_the_monitoring_hosts_only() -> None:
     outsider = WORKERS[1]
     allowed = [
         *((MONITOR, broker, RABBITMQ_METRICS_PORT) for broker in BROKERS),
-        *((MONITOR, cluster_host, NODE_EXPORTER_PORT) for cluster_host in {*BROKERS, *ALL_WORKERS, *FLOWERS}),
-        *((MONITOR, flower, FLOWER_PORT) for flower in FLOWERS),
+        *(
+            (MONITOR, cluster_host, NODE_EXPORTER_PORT)
+            for cluster_host in {*BROKERS, *ALL_WORKERS, *ALL_FLOWERS}
+        ),
+        *((MONITOR, flower, FLOWER_PORT) for flower in ALL_FLOWERS),
     ]
     dropped = [
         *((outsider, broker, RABBITMQ_METRICS_PORT) for broker in BROKERS),

@@ -8,9 +8,9 @@ import re
 import uuid
 
 from celerylab import (
+    ALL_FLOWERS,
     BROKERS,
     CONNECT,
-    FLOWERS,
     OTHER_APP_WORKERS,
     RUNNER,
     WEB,
@@ -27,7 +27,7 @@ def sandboxed_units() -> list[tuple[str, str]]:
     units = [(w, f"celery-worker@{n}.service") for w in WORKERS for n in nodes_of(w)]
     # The reports app's scheduler (test_beat), on each of its worker hosts.
     units += [(w, "celery-beat-reports.service") for w in OTHER_APP_WORKERS]
-    return units + [(f, "flower.service") for f in FLOWERS]
+    return units + [(f, "flower.service") for f in ALL_FLOWERS]
 
 
 def test_units_score_ok_or_better_in_systemd_analyze_security() -> None:

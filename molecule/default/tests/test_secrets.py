@@ -7,8 +7,8 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 from celerylab import (
+    ALL_FLOWERS,
     BROKERS,
-    FLOWERS,
     INVENTORY,
     PKI,
     PROJECT,
@@ -32,7 +32,7 @@ def test_secrets_are_kept_on_the_controller_with_mode_0600() -> None:
         assert directory.stat().st_mode & 0o077 == 0, f"{directory} is open to others"
     # On the hosts, each private key is readable by root and its service's group only.
     keys = [(b, "/etc/rabbitmq/tls/server.key", "rabbitmq") for b in BROKERS]
-    keys += [(f, "/etc/flower/tls/flower.key", "flower") for f in FLOWERS]
+    keys += [(f, "/etc/flower/tls/flower.key", "flower") for f in ALL_FLOWERS]
     for name, key, group in keys:
         f = host(name).file(key)
         assert (f.user, f.group, f.mode) == ("root", group, 0o640), f"{name}:{key}"

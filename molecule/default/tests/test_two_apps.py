@@ -1,17 +1,33 @@
 """Two apps on one cluster: the downloader on its worker hosts, and the reports app
 (examples/reports-app, an app of the operator's own, in cluster_apps with its module and
 source) on rworker1 and rworker2, group reports_workers, each host serving one of its two
-queues. Each app has its own venv, configuration, units,
-vhost and queues; the reports app reads the cluster's settings from the configuration module
-the celery_app role renders (CELERY_CONFIG_MODULE), as the README's contract says.
+queues, with its own Flower on rflower1 (group reports_flower). Each app has its own venv,
+configuration, units, vhost, queues and Flower login; the reports app reads the cluster's
+settings from the configuration module the celery_app role renders (CELERY_CONFIG_MODULE), as
+the README's contract says.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 
-from celerylab import BROKERS, OTHER_APP_WORKERS, RUNNER, SECRETS, WORKERS, amqp_login, app_password, host
+from celerylab import (
+    BROKERS,
+    FLOWER_PORT,
+    FLOWERS,
+    OTHER_APP_FLOWERS,
+    OTHER_APP_WORKERS,
+    RUNNER,
+    SECRETS,
+    WORKERS,
+    amqp_login,
+    app_password,
+    flower_credentials,
+    host,
+    http,
+)
 
 REPORTS_ENV = "CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/reports"
 REPORTS_CELERY = f"env {REPORTS_ENV} /opt/reports/venv/bin/celery -A reportsApp"
@@ -136,3 +152,44 @@ def test_an_apps_credentials_are_refused_on_another_apps_vhost() -> None:
         assert refused.startswith("refused"), (user, refused)
     refused = amqp_login(src, "downloader", app_password(), vhost="reports")
     assert refused.startswith("refused"), refused
+
+
+def test_each_app_has_its_own_flower_and_login() -> None:
+    """rflower1 runs the reports app's Flower, flower1 the downloader's: each lists only its
+    app's worker nodes, each refuses the other's login (one password per app), and a reports
+    task sent through the reports Flower's REST API (the tutorial's async-apply call) runs on
+    the node of its queue and gives its result."""
+    assert len(OTHER_APP_FLOWERS) == 1, "the scenario has no Flower host of the reports app"
+    reports_flower, downloader_flower = OTHER_APP_FLOWERS[0], FLOWERS[0]
+    reports_login, downloader_login = (
+        flower_credentials(reports_flower),
+        flower_credentials(downloader_flower),
+    )
+    assert reports_login != downloader_login
+    src = WORKERS[0]  # one of Flower's allowed sources
+
+    def api(flower: str, method: str, path: str, login: str, body: str = "") -> tuple[int, str]:
+        return http(src, method, f"https://{flower}:{FLOWER_PORT}/api/{path}", login, body)
+
+    def workers(flower: str, login: str) -> set[str]:
+        status, body = api(flower, "GET", "workers?refresh=1", login)
+        assert status == 200, body
+        return set(json.loads(body))
+
+    assert workers(reports_flower, reports_login) == {FAST_NODE, SLOW_NODE}
+    downloader_nodes = workers(downloader_flower, downloader_login)
+    assert downloader_nodes and not downloader_nodes & {FAST_NODE, SLOW_NODE}, downloader_nodes
+    assert api(reports_flower, "GET", "workers", downloader_login)[0] == 401
+    assert api(downloader_flower, "GET", "workers", reports_login)[0] == 401
+
+    body = json.dumps({"args": ["four words in here"]})
+    status, sent = api(reports_flower, "POST", "task/async-apply/reportsApp.count_words", reports_login, body)
+    assert status == 200, sent
+    task_id = json.loads(sent)["task-id"]
+    deadline, info = time.monotonic() + 60, {}
+    while time.monotonic() < deadline and info.get("state") != "SUCCESS":
+        time.sleep(2)
+        status, text = api(reports_flower, "GET", f"task/info/{task_id}", reports_login)
+        info = json.loads(text) if status == 200 else {}
+    assert info.get("state") == "SUCCESS", info
+    assert info.get("worker") == FAST_NODE and info.get("result") == "4", info

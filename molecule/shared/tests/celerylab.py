@@ -34,7 +34,10 @@ BROKERS = RUNNER.get_hosts("brokers")
 ALL_WORKERS = RUNNER.get_hosts("workers")
 OTHER_APP_WORKERS = RUNNER.get_hosts("reports_workers")
 WORKERS = [name for name in ALL_WORKERS if name not in OTHER_APP_WORKERS]
-FLOWERS = RUNNER.get_hosts("flower")
+# The downloader's Flower hosts; ALL_FLOWERS also has another app's (group reports_flower).
+ALL_FLOWERS = RUNNER.get_hosts("flower")
+OTHER_APP_FLOWERS = RUNNER.get_hosts("reports_flower")
+FLOWERS = [name for name in ALL_FLOWERS if name not in OTHER_APP_FLOWERS]
 WEB = RUNNER.get_hosts("testhelpers")[0]
 CLUSTER = sorted(set(BROKERS + WORKERS + FLOWERS))
 VENV_PYTHON = "/opt/downloader/venv/bin/python"
@@ -136,8 +139,9 @@ def tutorial_list(on: str) -> set[tuple[str, str]]:
     return {(e["name"], inventory_name(e["host"])) for e in listing}
 
 
-def flower_credentials() -> str:
-    env = host(FLOWERS[0]).file("/etc/flower/flower.env").content_string
+def flower_credentials(flower: str = "") -> str:
+    """USER:PASSWORD of the Flower on host FLOWER (default: the downloader's first)."""
+    env = host(flower or FLOWERS[0]).file("/etc/flower/flower.env").content_string
     match = re.search(r"^FLOWER_BASIC_AUTH=(.+)$", env, re.MULTILINE)
     assert match, "no FLOWER_BASIC_AUTH in /etc/flower/flower.env"
     return match.group(1).strip()

@@ -247,8 +247,10 @@ def cluster_apps_complete(
     """APPS with what each entry leaves out: `builtin` (this project's downloader: no source,
     which the celery_app role finds), its module (downloaderApp for the downloader), lock
     (SOURCE/requirements.lock), vhost (its id), queues ([celery]), beat_schedule ({}),
-    users (ID, ID-flower, ID-client; for the first app FIRST_USERS) and, for every app but the
-    first, the controller files its missing passwords are generated into (SECRETS_DIR/apps/ID/);
+    users (ID, ID-flower, ID-client; for the first app FIRST_USERS), `secrets_dir`, the
+    controller directory of the app's generated secrets (SECRETS_DIR for the first app, whose
+    files predate the others, SECRETS_DIR/apps/ID for the others) and, for every app but the
+    first, the files its missing broker passwords are generated into (there);
     `passwords` only where the entry gives them."""
     completed = []
     for index, app in enumerate(apps):
@@ -258,6 +260,7 @@ def cluster_apps_complete(
             users = dict(first_users)
         builtin = app_id == BUILTIN["id"] and "source" not in app
         source = app.get("source", "")
+        secrets = secrets_dir if index == 0 else f"{secrets_dir}/apps/{app_id}"
         entry: dict[str, Any] = {
             "id": app_id,
             "builtin": builtin,
@@ -269,9 +272,10 @@ def cluster_apps_complete(
             "queues": list(app.get("queues", ["celery"])),
             "passwords": dict(app.get("passwords") or {}),
             "beat_schedule": dict(app.get("beat_schedule") or {}),
+            "secrets_dir": secrets,
             "password_files": {}
             if index == 0
-            else {kind: f"{secrets_dir}/apps/{app_id}/rabbitmq_{kind}_password" for kind in KINDS},
+            else {kind: f"{secrets}/rabbitmq_{kind}_password" for kind in KINDS},
         }
         completed.append(entry)
     return completed
