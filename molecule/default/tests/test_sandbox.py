@@ -11,6 +11,7 @@ from celerylab import (
     ALL_FLOWERS,
     BROKERS,
     CONNECT,
+    OTHER_APP_FLOWERS,
     OTHER_APP_WORKERS,
     RUNNER,
     WEB,
@@ -84,7 +85,8 @@ def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() ->
     for name, unit in sandboxed_units():
         worker = unit.startswith("celery-worker@")
         own_home = "/var/lib/celery" if worker else "/var/lib/flower"
-        read_only = ["/opt/downloader/venv", "/etc", "/var/log", own_home]
+        app = "reports" if name in OTHER_APP_FLOWERS else "downloader"
+        read_only = [f"/opt/{app}/venv", "/etc", "/var/log", own_home]
         writable = ["/var/lib/downloader/files"] if worker else []
         if unit.startswith("celery-beat-"):
             # The scheduler writes its state directory only.
