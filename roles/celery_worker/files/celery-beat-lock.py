@@ -14,7 +14,7 @@ STOP_TIMEOUT < LEASE < HEARTBEAT two schedulers never run at once. The others re
 RETRY seconds. (The lock is held on the broker node the holder is connected to: see the
 README, "Periodic tasks", on brokers cut off from each other.)
 
-Usage: python celery-beat-lock.py --app MODULE [options] -- COMMAND [ARG...]
+Usage: python celery-beat-lock.py --app MODULE --lock QUEUE [options] -- COMMAND [ARG...]
 """
 
 from __future__ import annotations

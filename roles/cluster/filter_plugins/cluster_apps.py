@@ -11,7 +11,6 @@ from typing import Any
 KINDS = ("worker", "flower", "client")
 KEYS = ("id", "module", "source", "lock", "vhost", "users", "passwords", "queues", "beat_schedule")
 BEAT_KEYS = ("task", "every", "args", "kwargs", "queue")
-# The queue whose exclusive holder runs the app's scheduler (roles/celery_worker, beat lock).
 # This project's own app: the entry {id: downloader} without a source.
 BUILTIN = {"id": "downloader", "module": "downloaderApp"}
 MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
