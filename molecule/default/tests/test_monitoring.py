@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from celerylab import (
@@ -114,29 +115,28 @@ def test_prometheus_scrapes_every_host_of_the_inventory() -> None:
         | {("node", h) for h in {*BROKERS, *ALL_WORKERS, *ALL_FLOWERS, *MONITORS}}
     )
 
-    def targets() -> dict[tuple[str, str], str]:
+    def active() -> list[dict[str, Any]]:
         data = prometheus("targets?state=active")
         assert isinstance(data, dict)
+        return list(data["activeTargets"])
+
+    def health(targets: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
         return {
-            (t["labels"]["job"], t["labels"]["instance"]): f"{t['health']} {t['lastError']}"
-            for t in data["activeTargets"]
+            (t["labels"]["job"], t["labels"]["instance"]): f"{t['health']} {t['lastError']}" for t in targets
         }
 
     def all_up() -> bool:
-        seen = targets()
+        seen = health(active())
         return set(seen) == expected and all(v.startswith("up") for v in seen.values())
 
     wait_until("every target up", all_up, timeout=60)
-    seen = targets()
+    targets = active()
+    seen = health(targets)
     assert set(seen) == expected
     assert all(v.startswith("up") for v in seen.values()), seen
     assert ("node", WEB) not in seen  # a host outside the cluster's groups is not scraped
-    data = prometheus("targets?state=active")
-    assert isinstance(data, dict)
     apps = {
-        t["labels"]["instance"]: t["labels"].get("app")
-        for t in data["activeTargets"]
-        if t["labels"]["job"] == "flower"
+        t["labels"]["instance"]: t["labels"].get("app") for t in targets if t["labels"]["job"] == "flower"
     }
     assert apps == {f: "reports" if f in OTHER_APP_FLOWERS else "downloader" for f in ALL_FLOWERS}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 from celerylab import (
     BROKERS,
@@ -25,6 +24,7 @@ from celerylab import (
     amqp_login,
     app_password,
     flower_credentials,
+    flower_task_state,
     host,
     http,
 )
@@ -185,11 +185,7 @@ def test_each_app_has_its_own_flower_and_login() -> None:
     body = json.dumps({"args": ["four words in here"]})
     status, sent = api(reports_flower, "POST", "task/async-apply/reportsApp.count_words", reports_login, body)
     assert status == 200, sent
-    task_id = json.loads(sent)["task-id"]
-    deadline, info = time.monotonic() + 60, {}
-    while time.monotonic() < deadline and info.get("state") != "SUCCESS":
-        time.sleep(2)
-        status, text = api(reports_flower, "GET", f"task/info/{task_id}", reports_login)
-        info = json.loads(text) if status == 200 else {}
-    assert info.get("state") == "SUCCESS", info
+    state, text = flower_task_state(src, json.loads(sent)["task-id"], flower=reports_flower)
+    assert state == "SUCCESS", text
+    info = json.loads(text)
     assert info.get("worker") == FAST_NODE and info.get("result") == "4", info

@@ -225,14 +225,18 @@ def flower_async_apply_download(src: str, name: str) -> str:
     return task_id
 
 
-def flower_task_state(src: str, task_id: str, timeout: float = 60) -> tuple[str | None, str]:
-    """The state that Flower's API, asked from host SRC, gives task TASK_ID once it is SUCCESS
-    or FAILURE, or the last state seen when TIMEOUT seconds pass (None: Flower has no event
-    of the task); with the last response's body."""
+def flower_task_state(
+    src: str, task_id: str, timeout: float = 60, flower: str = ""
+) -> tuple[str | None, str]:
+    """The state that Flower's API on host FLOWER (default: the downloader's first), asked
+    from host SRC, gives task TASK_ID once it is SUCCESS or FAILURE, or the last state seen when
+    TIMEOUT seconds pass (None: Flower has no event of the task); with the last response's
+    body."""
     deadline = time.monotonic() + timeout
-    state, body, credentials = None, "", flower_credentials()
+    url = f"https://{flower}:{FLOWER_PORT}" if flower else FLOWER_URL
+    state, body, credentials = None, "", flower_credentials(flower)
     while time.monotonic() < deadline:
-        status, body = http(src, "GET", f"{FLOWER_URL}/api/task/info/{task_id}", credentials)
+        status, body = http(src, "GET", f"{url}/api/task/info/{task_id}", credentials)
         if status == 200:
             state = json.loads(body).get("state")
             if state in ("SUCCESS", "FAILURE"):
