@@ -29,11 +29,12 @@ PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 RUNNER = AnsibleRunner(INVENTORY)
 
 BROKERS = RUNNER.get_hosts("brokers")
-# The worker hosts of the downloader; ALL_WORKERS also has those of another app (the default
-# scenario's reports app, group reports_workers).
+# The worker hosts of the downloader; ALL_WORKERS also has those of the default scenario's
+# other apps: the reports app (group reports_workers) and the README's own app (greeter_workers).
 ALL_WORKERS = RUNNER.get_hosts("workers")
 OTHER_APP_WORKERS = RUNNER.get_hosts("reports_workers")
-WORKERS = [name for name in ALL_WORKERS if name not in OTHER_APP_WORKERS]
+README_APP_WORKERS = RUNNER.get_hosts("greeter_workers")
+WORKERS = [name for name in ALL_WORKERS if name not in OTHER_APP_WORKERS + README_APP_WORKERS]
 # The downloader's Flower hosts; ALL_FLOWERS also has another app's (group reports_flower).
 ALL_FLOWERS = RUNNER.get_hosts("flower")
 OTHER_APP_FLOWERS = RUNNER.get_hosts("reports_flower")

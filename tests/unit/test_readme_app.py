@@ -1,0 +1,92 @@
+"""The README's "An app of your own in a few lines" is what the default scenario deploys: its
+inventory blocks are the scenario's (the source path aside, which is where the scenario's
+prepare step writes the app), the app it writes out builds as a Python project the roles take,
+and cluster_apps' own validation accepts the README's entry."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import tomllib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).parents[2]
+SCENARIO = ROOT / "molecule/default/molecule.yml"
+
+
+def load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+readme_app = load(ROOT / "molecule/shared/tests/readme_app.py")
+apps_filters = load(ROOT / "roles/cluster/filter_plugins/cluster_apps.py")
+README = (ROOT / "README.md").read_text()
+
+
+def scenario() -> dict[str, Any]:
+    # Molecule fills ${...} in from its environment; the values do not matter here.
+    text = re.sub(r"\$\{(\w+)[^}]*\}", r"/\1", SCENARIO.read_text())
+    found: dict[str, Any] = yaml.safe_load(text)
+    return found
+
+
+def test_the_scenario_deploys_the_readme_entry_from_the_written_source() -> None:
+    readme_apps = readme_app.inventory(README)["group_vars/all.yml"]["cluster_apps"]
+    inventory = scenario()["provisioner"]["inventory"]
+    scenario_apps = {app["id"]: app for app in inventory["group_vars"]["all"]["cluster_apps"]}
+    for app in readme_apps:
+        if app["id"] == "greeter":
+            assert app["source"] == "/srv/src/greeter-app"
+            app = {**app, "source": "/MOLECULE_EPHEMERAL_DIRECTORY/greeter-app"}
+        assert scenario_apps[app["id"]] == app, app["id"]
+    assert "greeter" in scenario_apps, "the scenario does not deploy the README's app"
+
+
+def test_the_scenario_group_is_the_readme_group() -> None:
+    """Its variables are the README's, those that `workers` also sets (concurrency) in the
+    group's host's host_vars (molecule's groups sit side by side)."""
+    readme_group = readme_app.inventory(README)["group_vars/greeter_workers.yml"]
+    inventory = scenario()["provisioner"]["inventory"]
+    hosts = [p["name"] for p in scenario()["platforms"] if "greeter_workers" in p.get("groups", [])]
+    assert hosts, "no host in greeter_workers"
+    for name in hosts:
+        given = {**inventory["group_vars"]["greeter_workers"], **inventory["host_vars"][name]}
+        given.pop("ansible_host")
+        assert given == readme_group, name
+        assert "workers" in next(p["groups"] for p in scenario()["platforms"] if p["name"] == name)
+
+
+def test_the_readme_entry_passes_validation() -> None:
+    apps = readme_app.inventory(README)["group_vars/all.yml"]["cluster_apps"]
+    assert apps_filters.cluster_apps_problems(apps, "celery-cluster.beat-lock") == []
+
+
+def test_the_written_app_is_a_project_with_its_module_and_lock(tmp_path: Path) -> None:
+    root = readme_app.write_app(tmp_path, README)
+    assert sorted(p.name for p in root.iterdir()) == ["greeterApp.py", "pyproject.toml", "requirements.lock"]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["tool"]["setuptools"]["py-modules"] == ["greeterApp"]
+    compile((root / "greeterApp.py").read_text(), "greeterApp.py", "exec")
+    lock = (root / "requirements.lock").read_text()
+    pins = dict(re.findall(r"^([\w.-]+)==(\S+)", lock, re.M))
+    for requirement in project["project"]["dependencies"]:
+        name, version = requirement.split("==")
+        assert pins[name] == version, f"the lock does not pin {requirement}"
+    # A second write of the same README changes no file (nothing to rebuild).
+    times = {p.name: p.stat().st_mtime_ns for p in root.iterdir()}
+    readme_app.write_app(tmp_path, README)
+    assert {p.name: p.stat().st_mtime_ns for p in root.iterdir()} == times
+
+
+def test_the_command_calls_the_app_with_its_configuration() -> None:
+    command = readme_app.command(README)
+    assert "CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/greeter /opt/greeter/venv/bin/python" in command
+    assert "greeterApp.greet.delay" in command and "\\" not in command
