@@ -11,6 +11,7 @@ import uuid
 import pytest
 from celerylab import (
     ALL_FLOWERS,
+    ALL_WORKERS,
     AMQP_PORT,
     BROKERS,
     CLUSTER,
@@ -33,7 +34,7 @@ from celerylab import (
 
 def test_every_service_is_active_and_enabled() -> None:
     units = [(b, "rabbitmq-server") for b in BROKERS]
-    units += [(w, f"celery-worker@{n}") for w in WORKERS for n in nodes_of(w)]
+    units += [(w, f"celery-worker@{n}") for w in ALL_WORKERS for n in nodes_of(w)]
     units += [(f, "flower") for f in ALL_FLOWERS]
     units += [(h, "firewalld") for h in CLUSTER]
     for name, unit in units:
