@@ -1,7 +1,8 @@
 """The README's "An app of your own in a few lines" is what the default scenario deploys: its
 inventory blocks are the scenario's (the source path aside, which is where the scenario's
-prepare step writes the app), the app it writes out builds as a Python project the roles take,
-and cluster_apps' own validation accepts the README's entry."""
+prepare step writes the app), the app it writes out is a Python project whose module is the
+entry's `module`, with a lock pinning its dependencies, and cluster_apps' own validation accepts
+the README's entry. (The scenario's converge builds and installs it.)"""
 
 from __future__ import annotations
 
@@ -70,20 +71,24 @@ def test_the_readme_entry_passes_validation() -> None:
 
 
 def test_the_written_app_is_a_project_with_its_module_and_lock(tmp_path: Path) -> None:
-    root = readme_app.write_app(tmp_path, README)
+    root, changed = readme_app.write_app(tmp_path, README)
+    assert changed
     assert sorted(p.name for p in root.iterdir()) == ["greeterApp.py", "pyproject.toml", "requirements.lock"]
     project = tomllib.loads((root / "pyproject.toml").read_text())
-    assert project["tool"]["setuptools"]["py-modules"] == ["greeterApp"]
-    compile((root / "greeterApp.py").read_text(), "greeterApp.py", "exec")
+    (entry,) = [
+        a for a in readme_app.inventory(README)["group_vars/all.yml"]["cluster_apps"] if a["id"] == "greeter"
+    ]
+    assert project["tool"]["setuptools"]["py-modules"] == [entry["module"]]
+    source = (root / f"{entry['module']}.py").read_text()
+    assert 'config_from_envvar("CELERY_CONFIG_MODULE")' in source
+    compile(source, f"{entry['module']}.py", "exec")
     lock = (root / "requirements.lock").read_text()
     pins = dict(re.findall(r"^([\w.-]+)==(\S+)", lock, re.M))
     for requirement in project["project"]["dependencies"]:
         name, version = requirement.split("==")
         assert pins[name] == version, f"the lock does not pin {requirement}"
-    # A second write of the same README changes no file (nothing to rebuild).
-    times = {p.name: p.stat().st_mtime_ns for p in root.iterdir()}
-    readme_app.write_app(tmp_path, README)
-    assert {p.name: p.stat().st_mtime_ns for p in root.iterdir()} == times
+    # A second write of the same README writes nothing (prepare reports no change).
+    assert readme_app.write_app(tmp_path, README) == (root, False)
 
 
 def test_the_command_calls_the_app_with_its_configuration() -> None:

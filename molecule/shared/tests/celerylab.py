@@ -40,7 +40,7 @@ ALL_FLOWERS = RUNNER.get_hosts("flower")
 OTHER_APP_FLOWERS = RUNNER.get_hosts("reports_flower")
 FLOWERS = [name for name in ALL_FLOWERS if name not in OTHER_APP_FLOWERS]
 WEB = RUNNER.get_hosts("testhelpers")[0]
-# Every host of the cluster's groups, of every app.
+# The brokers and every app's worker and Flower hosts (not the client and monitoring hosts).
 CLUSTER = sorted(set(BROKERS + ALL_WORKERS + ALL_FLOWERS))
 VENV_PYTHON = "/opt/downloader/venv/bin/python"
 SAMPLE_URL = f"http://{WEB}:8000/sample.bin"

@@ -5,7 +5,8 @@ writes the app outside the repository (its ephemeral directory), so the converge
 that is not in the repository, from the README alone; the unit tests hold the scenario's
 inventory to the section's inventory blocks, and the scenario's test runs its command.
 
-    python3 molecule/shared/tests/readme_app.py DEST    writes DEST/greeter-app, prints its path
+    python3 molecule/shared/tests/readme_app.py DEST    writes DEST/greeter-app (DEST absolute),
+                                                        prints whether it wrote a file, and its path
 """
 
 from __future__ import annotations
@@ -68,23 +69,27 @@ def command(readme: str) -> str:
     return body.replace("\\\n", " ")
 
 
-def write_app(dest: Path, readme: str) -> Path:
-    """DEST/greeter-app with the section's files and the lock file it copies."""
+def write_app(dest: Path, readme: str) -> tuple[Path, bool]:
+    """DEST/greeter-app with the section's files and the lock file it copies; whether a file
+    was written (files already as the README has them are left alone)."""
     root = dest / APP
+    changed = False
     files = app_files(readme)
     if not files:
         raise SystemExit(f"{README}: no `# {APP}/FILE` block under {SECTION!r}")
     files["requirements.lock"] = LOCK.read_text()
     root.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        # Unchanged files keep their times: a second prepare rebuilds nothing.
         path = root / name
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
-    return root
+            changed = True
+    return root, changed
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    # An empty DEST (an unset variable) would write the app into the current directory.
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_absolute():
         raise SystemExit(__doc__)
-    print(write_app(Path(sys.argv[1]), README.read_text()))
+    root, changed = write_app(Path(sys.argv[1]), README.read_text())
+    print(f"{'written' if changed else 'unchanged'}: {root}")
