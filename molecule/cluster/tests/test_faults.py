@@ -393,8 +393,8 @@ def test_a_fourth_broker_joins_the_cluster_on_a_later_run() -> None:
 def test_switching_inter_node_tls_restarts_every_broker_together_and_loses_no_task() -> None:
     """rabbitmq_tls_inter_node switched off, then on again, on the running four-broker
     cluster by a site.yml run limited to the brokers (a broker-only setting: the other hosts
-    have nothing to change), the second run also to the tag `rabbitmq` (the switch is tagged as
-    the configuration is; untagged, that run would restart the nodes one at a time and the
+    have nothing to change), the second run also to the tag `rabbitmq` (the switch carries the
+    configuration's tags; a run that skipped it would restart the nodes one at a time and the
     first would never boot): every broker restarts (the two protocols cannot meet in a rolling
     restart), the cluster comes back whole and speaks the protocol asked for, and 20 downloads
     queued before each switch, with every worker node stopped, all complete once the nodes
