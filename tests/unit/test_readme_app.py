@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import tomllib
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,6 +33,7 @@ apps_filters = load(ROOT / "roles/cluster/filter_plugins/cluster_apps.py")
 README = (ROOT / "README.md").read_text()
 
 
+@cache
 def scenario() -> dict[str, Any]:
     # Molecule fills ${...} in from its environment; the values do not matter here.
     text = re.sub(r"\$\{(\w+)[^}]*\}", r"/\1", SCENARIO.read_text())

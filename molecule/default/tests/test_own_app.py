@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import readme_app
-from celerylab import PROJECT, README_APP_WORKERS, RUNNER, host
+from celerylab import PROJECT, README_APP_WORKERS, RUNNER, host, short, status_nodes
 
 README = (PROJECT / "README.md").read_text()
 ENV = "CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/greeter"
@@ -29,5 +29,4 @@ def test_the_readme_command_gets_the_greeting_from_the_app() -> None:
         out = host(worker).check_output(readme_app.command(README))
         assert out.strip() == "Hello, operator!", out
         status = host(worker).check_output(f"env {ENV} /opt/greeter/venv/bin/celery -A greeterApp status")
-        nodes = {line.split(":")[0].strip("-> ") for line in status.splitlines() if "@" in line}
-        assert nodes == {f"greeter1@{host(worker).check_output('hostname')}"}, status
+        assert status_nodes(status) == {f"greeter1@{short(worker)}"}, status

@@ -27,6 +27,7 @@ from celerylab import (
     nodes_of,
     python,
     set_worker_nodes,
+    status_nodes,
     tutorial_download,
     tutorial_list,
 )
@@ -55,7 +56,7 @@ def test_celery_status_lists_every_node_of_every_worker_host() -> None:
     deadline = time.monotonic() + 60
     while True:
         out = host(FLOWERS[0]).run("celery -A downloaderApp status").stdout
-        seen = set(re.findall(r"->\s+(\S+@\S+):\s+OK", out))
+        seen = status_nodes(out)
         if seen >= expected_nodes() or time.monotonic() > deadline:
             break
         time.sleep(3)

@@ -109,6 +109,11 @@ def inventory_name(hostname: str) -> str:
     return names.get(hostname, hostname)
 
 
+def status_nodes(out: str) -> set[str]:
+    """The nodes that `celery -A APP status` output OUT lists as answering (`->  NODE: OK`)."""
+    return set(re.findall(r"->\s+(\S+@\S+):\s+OK", out))
+
+
 def nodes_of(worker: str) -> list[str]:
     return RUNNER.get_variables(worker).get("celery_worker_nodes", ["worker1"])
 
