@@ -3,14 +3,9 @@ restore can import."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from file_module import load
 
-PLUGIN = Path(__file__).parents[2] / "playbooks/filter_plugins/broker_definitions.py"
-spec = importlib.util.spec_from_file_location("broker_definitions", PLUGIN)
-assert spec and spec.loader
-plugin = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plugin)
+plugin = load("playbooks/filter_plugins/broker_definitions.py")
 
 
 def queue(name: str, durable: bool = True, auto_delete: bool = False) -> dict[str, object]:

@@ -4,16 +4,12 @@ messages, and which clients still use it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
-PLUGIN = Path(__file__).parents[2] / "playbooks/filter_plugins/broker_queues.py"
-spec = importlib.util.spec_from_file_location("broker_queues", PLUGIN)
-assert spec and spec.loader
-plugin = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plugin)
+from file_module import load
+
+plugin = load("playbooks/filter_plugins/broker_queues.py")
 
 
 def listing(vhost: str, *queues: dict[str, Any]) -> dict[str, Any]:

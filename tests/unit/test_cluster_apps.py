@@ -4,27 +4,14 @@ refuses, what an entry that leaves keys out becomes, and the rights each kind of
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from file_module import load
 
-ROLES = Path(__file__).parents[2] / "roles"
-
-
-def load(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROLES / path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-apps_filters = load("cluster/filter_plugins/cluster_apps.py")
-broker_filters = load("rabbitmq/filter_plugins/rabbitmq_apps.py")
+apps_filters = load("roles/cluster/filter_plugins/cluster_apps.py")
+broker_filters = load("roles/rabbitmq/filter_plugins/rabbitmq_apps.py")
 LOCK = "celery-cluster.beat-lock"
 
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+from file_module import load
+
 ROOT = Path(__file__).parents[2]
-PLUGIN = ROOT / "playbooks/filter_plugins/cluster_hosts.py"
-spec = importlib.util.spec_from_file_location("cluster_hosts", PLUGIN)
-assert spec and spec.loader
-plugin = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plugin)
+plugin = load("playbooks/filter_plugins/cluster_hosts.py")
 
 
 def facts(address: str | None, hostname: str) -> dict[str, object]:

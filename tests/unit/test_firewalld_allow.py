@@ -3,20 +3,16 @@ as Ansible runs it, against a stand-in firewall-cmd that keeps the zone's rich r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import module_run
 import pytest
+from file_module import load
 from module_run import stand_in
 
-MODULE = Path(__file__).parents[2] / "plugins/modules/firewalld_allow.py"
-spec = importlib.util.spec_from_file_location("firewalld_allow", MODULE)
-assert spec and spec.loader
-allow = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(allow)
+allow = load("plugins/modules/firewalld_allow.py")
 
 # As firewalld 1.3 (Debian 12) prints them: `firewall-cmd --list-rich-rules`.
 PRINTED = [

@@ -4,7 +4,6 @@ certificates made here the way the role makes them (ECC P-256, issued by an own 
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import ipaddress
 from pathlib import Path
 
@@ -12,12 +11,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from file_module import load
 
-PLUGIN = Path(__file__).parents[2] / "roles/pki/filter_plugins/pki_certificates.py"
-spec = importlib.util.spec_from_file_location("pki_certificates", PLUGIN)
-assert spec and spec.loader
-plugin = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plugin)
+plugin = load("roles/pki/filter_plugins/pki_certificates.py")
 
 NOW = datetime.datetime.now(datetime.UTC)
 NAMES = ["DNS:cbroker1", "DNS:cbroker1.lab.example", "IP:10.20.0.11"]

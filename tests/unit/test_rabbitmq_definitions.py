@@ -7,18 +7,15 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from module_run import MODULES, run_module, stand_in
+from file_module import load
+from module_run import run_module, stand_in
 
-spec = importlib.util.spec_from_file_location("rabbitmq_definitions", MODULES / "rabbitmq_definitions.py")
-assert spec and spec.loader
-plugin = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plugin)
+plugin = load("plugins/modules/rabbitmq_definitions.py")
 
 SHA256 = "rabbit_password_hashing_sha256"
 # Made by RabbitMQ 3.10.8 (`rabbitmqctl add_user fixture-user "correct horse"`, then

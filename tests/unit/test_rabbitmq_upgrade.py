@@ -3,16 +3,10 @@ version changes a broker may make in place, and the versions a host's package so
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from file_module import load
 
-PLUGIN = Path(__file__).parents[2] / "roles/rabbitmq/filter_plugins/rabbitmq_upgrade.py"
-spec = importlib.util.spec_from_file_location("rabbitmq_upgrade", PLUGIN)
-assert spec and spec.loader
-plugin = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plugin)
+plugin = load("roles/rabbitmq/filter_plugins/rabbitmq_upgrade.py")
 step = plugin.rabbitmq_upgrade_step
 
 

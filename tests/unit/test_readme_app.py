@@ -6,30 +6,21 @@ the README's entry. (The scenario's converge builds and installs it.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import tomllib
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
+from file_module import load
 
 ROOT = Path(__file__).parents[2]
 SCENARIO = ROOT / "molecule/default/molecule.yml"
 
 
-def load(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-readme_app = load(ROOT / "molecule/shared/tests/readme_app.py")
-apps_filters = load(ROOT / "roles/cluster/filter_plugins/cluster_apps.py")
+readme_app = load("molecule/shared/tests/readme_app.py")
+apps_filters = load("roles/cluster/filter_plugins/cluster_apps.py")
 README = (ROOT / "README.md").read_text()
 
 
