@@ -22,6 +22,7 @@ from celerylab import (
     CLUSTER,
     FLOWERS,
     INVENTORY,
+    OTHER_APP_WORKERS,
     PROJECT,
     RECAP,
     RUNNER,
@@ -239,3 +240,23 @@ def test_remove_worker_refuses_no_limit_and_every_worker_with_their_own_reasons(
     for worker in WORKERS:
         for node in nodes_of(worker):
             assert host(worker).service(f"celery-worker@{node}").is_running, f"{node} on {worker}"
+
+
+def queues_of(worker: str) -> list[str]:
+    return list(RUNNER.get_variables(worker).get("celery_worker_queues", []))
+
+
+def test_remove_worker_refuses_the_last_host_of_a_queue_although_the_app_keeps_others() -> None:
+    """The reports app's two hosts serve one queue each: --limit naming the one that consumes
+    reports.slow is refused before anything changes (the app's other host stays, but would not
+    run that queue's tasks), naming the queue and the host; its node keeps running."""
+    slow = [w for w in OTHER_APP_WORKERS if queues_of(w) == ["reports.slow"]]
+    assert len(slow) == 1 and len(OTHER_APP_WORKERS) > 1, OTHER_APP_WORKERS
+    rc, out = ansible_playbook("playbooks/remove-worker.yml", "-i", INVENTORY, "--limit", slow[0])
+    said = " ".join(out.split())
+    assert rc != 0, out[-3000:]
+    assert f"the queue reports.slow of the app reports ({slow[0]})" in said, out[-3000:]
+    assert "names every worker host of the app" not in said, out[-3000:]
+    assert "Stop consuming" not in out, out[-3000:]
+    for node in nodes_of(slow[0]):
+        assert host(slow[0]).service(f"celery-worker@{node}").is_running, f"{node} on {slow[0]}"
