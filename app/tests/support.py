@@ -21,7 +21,8 @@ Endpoints (GET):
 Every request is counted per path (with query) in ``hits``.
 
 Also ``run_unprivileged``: a function run in a forked child that file permissions bite (as
-nobody when the tests run as root).
+nobody when the tests run as root); ``FreezingProxy``: a TCP relay to the broker whose link can
+be made to go silent.
 """
 
 from __future__ import annotations
@@ -336,3 +337,56 @@ def forget_downloader_app() -> None:
     as in a new ``celery -A downloaderApp ...`` or ``downloader`` process."""
     for name in [n for n in sys.modules if n == "downloaderApp" or n.startswith("downloaderApp.")]:
         del sys.modules[name]
+
+
+class FreezingProxy:
+    """A TCP relay on loopback to TARGET (host, port), for a link that goes silent: after
+    ``freeze()`` it passes no byte either way and closes nothing, as a cut network or a hung
+    peer does (the broker sees missed heartbeats, the client no answer)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.frozen = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.getsockname()[1])
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            # Frozen: what arrived is held, and nothing more is read.
+            while self.frozen.is_set():
+                time.sleep(0.1)
+            if not data:
+                return
+            try:
+                sink.sendall(data)
+            except OSError:
+                return

@@ -1,8 +1,10 @@
 """The cluster's scheduler lock (roles/celery_worker/files/celery-beat-lock.py, which the
 celery_worker role runs as celery-beat-ID on every worker host of an app with a schedule), with
 this app against the real broker: of two copies one runs its command at a time; the holder
-stopped, the other starts its command after the grace, never overlapping; a command that ends
-on its own ends the lock program with its exit code (systemd starts it again)."""
+stopped, the other starts its command after the grace, never overlapping; a holder whose link
+to the broker goes silent kills its command before the broker gives the lock to the other; a
+command that ends on its own ends the lock program with its exit code (systemd starts it
+again)."""
 
 from __future__ import annotations
 
@@ -14,15 +16,21 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from support import FreezingProxy
+
 LOCK_PROGRAM = Path(__file__).resolve().parents[2] / "roles/celery_worker/files/celery-beat-lock.py"
 GRACE = 1.0
-# The stand-in scheduler: notes its start and its stop (on TERM) in LOG as NAME.
+# The stand-in scheduler: notes its start and its stop (on TERM) in LOG as NAME, and its pid in
+# NAME.pid beside LOG.
 SCHEDULER = """
-import signal, sys, time
+import os, signal, sys, time
 log, name = sys.argv[1], sys.argv[2]
+with open(os.path.join(os.path.dirname(log), name + ".pid"), "w") as pid:
+    pid.write(str(os.getpid()))
 def note(what):
     with open(log, "a") as out:
         out.write(f"{time.time():.3f} {name} {what}\\n")
@@ -45,13 +53,16 @@ class Copies:
         self.work = work
         self.running: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, *command: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *command: str, broker: str | None = None) -> subprocess.Popen[bytes]:
+        """A copy named NAME running COMMAND (the stand-in scheduler by default), connected to
+        BROKER (default: the tests' broker, from the configuration file)."""
         scheduler = command or (sys.executable, "-c", SCHEDULER, str(self.log), name)
         options = ["--poll", "0.2", "--lease", "1.5", "--heartbeat", "3", "--stop-timeout", "1"]
         options += ["--grace", str(GRACE)]
         proc = subprocess.Popen(
             [sys.executable, str(LOCK_PROGRAM), "--app", "downloaderApp", "--lock", self.lock,
              *options, "--retry", "0.3", "--", *scheduler],
+            env={**os.environ, "DOWNLOADER_BROKER_URL": broker} if broker else None,
             stdout=subprocess.DEVNULL,
             stderr=(self.work / f"{name}.err").open("wb"),
             start_new_session=True,  # its scheduler too goes with the group at the end
@@ -107,3 +118,36 @@ def test_one_copy_runs_the_scheduler_and_hands_over_when_stopped(copies: Copies)
 def test_a_scheduler_that_ends_ends_the_lock_program_with_its_code(copies: Copies) -> None:
     proc = copies.start("x", sys.executable, "-c", "import sys; sys.exit(3)")
     assert proc.wait(30) == 3
+
+
+def test_a_holder_cut_off_from_the_broker_kills_its_scheduler_before_another_starts(
+    copies: Copies, broker: str
+) -> None:
+    """Fencing: the holder's link to the broker goes silent (nothing closed, nothing answered),
+    as when its host loses its network. Its watchdog kills the scheduler once the lease is over
+    and the lock program exits 75 (systemd starts it again); only after that, when the broker
+    has freed the lock on the missed heartbeats, does the other copy start its scheduler."""
+    url = urlsplit(broker)
+    proxy = FreezingProxy((url.hostname or "localhost", url.port or 5672))
+    login, at, _ = url.netloc.rpartition("@")
+    via_proxy = urlunsplit(url._replace(netloc=f"{login}{at}127.0.0.1:{proxy.port}"))
+    try:
+        cut = copies.start("cut", broker=via_proxy)
+        copies.wait_for(("cut", "start"), 20)
+        copies.start("other")
+        time.sleep(2)
+        assert [(name, what) for _, name, what in copies.notes()] == [("cut", "start")]
+        proxy.freeze()
+        assert cut.wait(20) == 75, (copies.work / "cut.err").read_text()[-2000:]
+        gone = time.time()
+        scheduler = int((copies.work / "cut.pid").read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(scheduler, 0)
+        assert "no answer from the broker" in (copies.work / "cut.err").read_text()
+        started = copies.wait_for(("other", "start"), 30)
+        assert started > gone, copies.notes()
+        # Killed, not stopped: the cut-off scheduler never got to note a stop.
+        seen = [(name, what) for _, name, what in copies.notes()]
+        assert seen == [("cut", "start"), ("other", "start")]
+    finally:
+        proxy.close()
