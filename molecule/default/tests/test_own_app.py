@@ -1,8 +1,9 @@
 """The README's own app ("An app of your own in a few lines"): the scenario's prepare step wrote
 it out of the README's code blocks, outside the repository; the README's inventory lines
 (tests/unit/test_readme_app.py holds the scenario to them) deployed it on gworker1, beside the
-downloader and the reports app. The README's command, run there as it says, gets the task's
-result, and the app's status lists its node alone (its own vhost).
+downloader and the reports app. The README's command, run there as it says (as root and as
+the operator account its group lists), gets the task's result, and the app's status lists its
+node alone (its own vhost).
 """
 
 from __future__ import annotations
@@ -30,3 +31,15 @@ def test_the_readme_command_gets_the_greeting_from_the_app() -> None:
         assert out.strip() == "Hello, operator!", out
         status = host(worker).check_output(f"env {ENV} /opt/greeter/venv/bin/celery -A greeterApp status")
         assert status_nodes(status) == {f"greeter1@{short(worker)}"}, status
+
+
+def test_the_readme_command_works_for_the_operator_account_and_no_other() -> None:
+    """`deploy`, in the README group's celery_app_operators, runs the README's command; `nobody`
+    cannot read the app's configuration and gets no greeting."""
+    command = readme_app.command(README)
+    for worker in README_APP_WORKERS:
+        allowed = host(worker).run("cd / && sudo -u deploy sh -c %s", command)
+        said = allowed.stdout + allowed.stderr
+        assert allowed.rc == 0 and allowed.stdout.strip() == "Hello, operator!", said
+        refused = host(worker).run("cd / && sudo -u nobody sh -c %s", command)
+        assert refused.rc != 0 and "Hello" not in refused.stdout, refused.stdout + refused.stderr
