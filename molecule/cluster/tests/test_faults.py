@@ -37,8 +37,10 @@ from celerylab import (
     erlang_ping,
     expected_nodes,
     flower_credentials,
+    flower_unit,
     host,
     http,
+    inventory_name,
     nodes_of,
     probe,
     python,
@@ -46,6 +48,7 @@ from celerylab import (
     set_worker_nodes,
     short,
     tutorial_download,
+    worker_unit,
 )
 
 SPARE = RUNNER.get_hosts("spare")[0]
@@ -78,7 +81,7 @@ def main_pid(on: str, unit: str) -> int:
 
 
 def worker_units(on: str) -> list[str]:
-    return [f"celery-worker@{n}" for n in nodes_of(on)]
+    return [worker_unit(on, n) for n in nodes_of(on)]
 
 
 def submit_stream(prefix: str, count: int, spread: float, url: str) -> dict[str, object]:
@@ -169,7 +172,8 @@ def failures_logged_since(since: str, workers: list[str]) -> list[str]:
     interleave (a traceback of one node could follow a message of the other)."""
     found: list[str] = []
     for worker in workers:
-        out = host(worker).run(f"journalctl -u 'celery-worker@*' --since '{since}' --no-pager -o json").stdout
+        journal = f"journalctl -u 'celery-worker-*@*' --since '{since}' --no-pager -o json"
+        out = host(worker).run(journal).stdout
         by_process: dict[str, list[str]] = {}
         for entry in (json.loads(raw) for raw in out.splitlines() if raw.strip()):
             message = entry.get("MESSAGE")
@@ -241,7 +245,7 @@ def test_sigkill_of_a_worker_mid_task_still_completes_the_task() -> None:
     assert runner, f"task {task_id} never started"
     time.sleep(seconds / 2)
     node, on = runner.split("@", 1)
-    unit = f"celery-worker@{node}"
+    unit = worker_unit(inventory_name(on), node)
     pid = main_pid(on, unit)
     assert host(on).run(f"kill -KILL {pid}").rc == 0
     deadline, holders = time.monotonic() + 150, {}
@@ -295,7 +299,7 @@ def grown_inventory(group: str = "workers", new_host: str = SPARE) -> str:
 def service_pids() -> dict[tuple[str, str], int]:
     units = [(b, "rabbitmq-server") for b in BROKERS]
     units += [(w, u) for w in WORKERS for u in worker_units(w)]
-    units += [(f, "flower") for f in FLOWERS]
+    units += [(f, flower_unit(f)) for f in FLOWERS]
     units += [(m, "prometheus") for m in MONITORS]
     return {(on, unit): main_pid(on, unit) for on, unit in units}
 
@@ -368,8 +372,8 @@ def test_a_drained_worker_host_leaves_the_cluster() -> None:
     run_playbook("playbooks/remove-worker.yml", "-i", grown_inventory(), "--limit", SPARE)
     out = host(FLOWERS[0]).run("celery -A downloaderApp status").stdout
     assert f"@{short(SPARE)}" not in out, out
-    assert not host(SPARE).service("celery-worker@worker1").is_running
-    assert not host(SPARE).service("celery-worker@worker1").is_enabled
+    assert not host(SPARE).service(worker_unit(SPARE, "worker1")).is_running
+    assert not host(SPARE).service(worker_unit(SPARE, "worker1")).is_enabled
     outcome = connections((SPARE, broker, AMQP_PORT) for broker in BROKERS)
     for (_, broker, _), reached in outcome.items():
         assert reached != "open", f"{broker} still admits the removed host"

@@ -102,7 +102,7 @@ def test_one_scheduler_sends_the_tick_once_per_period() -> None:
             assert waiting(name, 0), name
     fast = sorted(OTHER_APP_WORKERS)[0]
     ran = host(fast).run(
-        "journalctl --no-pager -q -u celery-worker@reports1 -g %s", r"reportsApp.tick\[.*\] succeeded"
+        "journalctl --no-pager -q -u celery-worker-reports@reports1 -g %s", r"reportsApp.tick\[.*\] succeeded"
     )
     assert ran.stdout.strip(), "reports1 ran no tick"
 

@@ -38,6 +38,7 @@ from celerylab import (
     set_worker_nodes,
     short,
     tutorial_download,
+    worker_unit,
 )
 
 CLIENTS = RUNNER.get_hosts("clients")
@@ -213,7 +214,7 @@ def test_a_drain_that_times_out_stops_nothing_and_says_how_to_resume() -> None:
         assert rc != 0, out[-3000:]
         assert "did not drain within drain_timeout" in said and node in said, out[-3000:]
         assert "control add_consumer celery" in said, out[-3000:]
-        unit = host(busy).service(f"celery-worker@{nodes_of(busy)[0]}")
+        unit = host(busy).service(worker_unit(busy, nodes_of(busy)[0]))
         assert unit.is_running and unit.is_enabled
         queues = host(busy).run(f"celery -A downloaderApp inspect active_queues -d {node}").stdout
         assert "celery" not in queues.split(node, 1)[-1], f"{node} still consumes: {queues}"
@@ -239,7 +240,7 @@ def test_remove_worker_refuses_no_limit_and_every_worker_with_their_own_reasons(
     assert "names every worker host" in said and "No --limit given" not in said, out[-3000:]
     for worker in WORKERS:
         for node in nodes_of(worker):
-            assert host(worker).service(f"celery-worker@{node}").is_running, f"{node} on {worker}"
+            assert host(worker).service(worker_unit(worker, node)).is_running, f"{node} on {worker}"
 
 
 def queues_of(worker: str) -> list[str]:
@@ -259,4 +260,4 @@ def test_remove_worker_refuses_the_last_host_of_a_queue_although_the_app_keeps_o
     assert "names every worker host of the app" not in said, out[-3000:]
     assert "Stop consuming" not in out, out[-3000:]
     for node in nodes_of(slow[0]):
-        assert host(slow[0]).service(f"celery-worker@{node}").is_running, f"{node} on {slow[0]}"
+        assert host(slow[0]).service(worker_unit(slow[0], node)).is_running, f"{node} on {slow[0]}"

@@ -18,17 +18,19 @@ from celerylab import (
     WORKERS,
     cluster_address_of,
     connect,
+    flower_unit,
     host,
     nodes_of,
     probe,
+    worker_unit,
 )
 
 
 def sandboxed_units() -> list[tuple[str, str]]:
-    units = [(w, f"celery-worker@{n}.service") for w in WORKERS for n in nodes_of(w)]
+    units = [(w, f"{worker_unit(w, n)}.service") for w in WORKERS for n in nodes_of(w)]
     # The reports app's scheduler (test_beat), on each of its worker hosts.
     units += [(w, "celery-beat-reports.service") for w in OTHER_APP_WORKERS]
-    return units + [(f, "flower.service") for f in ALL_FLOWERS]
+    return units + [(f, f"{flower_unit(f)}.service") for f in ALL_FLOWERS]
 
 
 def test_units_score_ok_or_better_in_systemd_analyze_security() -> None:
@@ -83,7 +85,7 @@ def test_the_units_sandbox_lets_a_process_write_the_download_directory_only() ->
     (the scheduler's: its state directory) and nothing else: the venv, /etc, /var/log and even
     the service user's own home are on a read-only file system."""
     for name, unit in sandboxed_units():
-        worker = unit.startswith("celery-worker@")
+        worker = unit.startswith("celery-worker-")
         own_home = "/var/lib/celery" if worker else "/var/lib/flower"
         app = "reports" if name in OTHER_APP_FLOWERS else "downloader"
         read_only = [f"/opt/{app}/venv", "/etc", "/var/log", own_home]
@@ -106,7 +108,7 @@ def test_a_worker_node_reaches_the_broker_and_the_web_but_no_denied_network() ->
     scenario adds to the denied networks, while the worker host itself (outside the unit)
     still reaches client1: the unit drops the traffic, not a firewall."""
     worker, node = WORKERS[0], nodes_of(WORKERS[0])[0]
-    unit = f"celery-worker@{node}.service"
+    unit = f"{worker_unit(worker, node)}.service"
     shown = host(worker).run("systemctl show --property=IPAddressDeny,IPAddressAllow %s", unit)
     assert shown.rc == 0, shown.stderr
     settings = dict(line.split("=", 1) for line in shown.stdout.splitlines())

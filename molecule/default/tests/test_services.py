@@ -22,6 +22,7 @@ from celerylab import (
     SAMPLE_URL,
     WORKERS,
     expected_nodes,
+    flower_unit,
     host,
     inventory_name,
     nodes_of,
@@ -30,13 +31,14 @@ from celerylab import (
     status_nodes,
     tutorial_download,
     tutorial_list,
+    worker_unit,
 )
 
 
 def test_every_service_is_active_and_enabled() -> None:
     units = [(b, "rabbitmq-server") for b in BROKERS]
-    units += [(w, f"celery-worker@{n}") for w in ALL_WORKERS for n in nodes_of(w)]
-    units += [(f, "flower") for f in ALL_FLOWERS]
+    units += [(w, worker_unit(w, n)) for w in ALL_WORKERS for n in nodes_of(w)]
+    units += [(f, flower_unit(f)) for f in ALL_FLOWERS]
     units += [(h, "firewalld") for h in CLUSTER]
     for name, unit in units:
         service = host(name).service(unit)

@@ -72,7 +72,7 @@ def inspect_queues(on: str, celery: str, node: str) -> set[str]:
 
 def test_each_app_has_its_own_venv_configuration_and_units() -> None:
     """rworker1 and rworker2 run the reports app alone: its venv under /opt/reports, its
-    configuration module (root and the group reports only), a unit celery-worker@reportsN with
+    configuration module (root and the group reports only), a unit celery-worker-reports@reportsN with
     -A reportsApp and the one queue the host serves; no downloader there. The downloader's
     worker hosts have nothing of the reports app."""
     for index, queue in enumerate(["reports.fast", "reports.slow"]):
@@ -82,7 +82,7 @@ def test_each_app_has_its_own_venv_configuration_and_units() -> None:
         urls = re.findall(r'"(pyamqp://[^"]+)"', config.content_string)
         expected = r"pyamqp://reports:[^@]+@[^/]+:5671/reports"
         assert urls and all(re.fullmatch(expected, url) for url in urls), urls
-        assert reports.service(f"celery-worker@reports{index + 1}").is_running
+        assert reports.service(f"celery-worker-reports@reports{index + 1}").is_running
         celeryd = reports.file("/etc/default/celeryd").content_string
         assert 'CELERY_APP="reportsApp"' in celeryd and 'CELERY_CONFIG_MODULE="celeryconfig"' in celeryd
         # The group's own pool and size, not those of `workers`, which the host is also in.
@@ -113,10 +113,10 @@ def test_each_app_runs_its_tasks_on_its_own_queues_and_workers() -> None:
     node = f"worker1@{WORKERS[0].split('.')[0]}"
     assert inspect_queues(WORKERS[0], "celery -A downloaderApp", node) == {"celery"}
     assert submit(60) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
-    assert ran(fast, "celery-worker@reports1", "reportsApp.count_words") > 0
-    assert ran(slow, "celery-worker@reports2", "reportsApp.summarize") > 0
-    assert ran(fast, "celery-worker@reports1", "reportsApp.summarize") == 0
-    assert ran(slow, "celery-worker@reports2", "reportsApp.count_words") == 0
+    assert ran(fast, "celery-worker-reports@reports1", "reportsApp.count_words") > 0
+    assert ran(slow, "celery-worker-reports@reports2", "reportsApp.summarize") > 0
+    assert ran(fast, "celery-worker-reports@reports1", "reportsApp.summarize") == 0
+    assert ran(slow, "celery-worker-reports@reports2", "reportsApp.count_words") == 0
     control = f"{REPORTS_CELERY} control %s reports.slow -d {SLOW_NODE} --timeout 10"
     cancel = host(slow).run(control, "cancel_consumer")
     assert cancel.rc == 0, cancel.stdout + cancel.stderr

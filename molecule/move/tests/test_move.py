@@ -87,7 +87,7 @@ def runs_logged() -> dict[str, int]:
     """How many times the worker nodes ran each task: "Task NAME[ID] succeeded" lines."""
     counts: dict[str, int] = {}
     for worker in WORKERS:
-        out = host(worker).run("journalctl -u 'celery-worker@*' --no-pager -o cat").stdout
+        out = host(worker).run("journalctl -u 'celery-worker-*@*' --no-pager -o cat").stdout
         for task_id in re.findall(r"Task downloaderApp\.download\[([0-9a-f-]+)\] succeeded", out):
             counts[task_id] = counts.get(task_id, 0) + 1
     return counts

@@ -118,6 +118,22 @@ def nodes_of(worker: str) -> list[str]:
     return RUNNER.get_variables(worker).get("celery_worker_nodes", ["worker1"])
 
 
+def app_of(name: str) -> str:
+    """The id of the app an app host runs (its cluster_app; the first app, the downloader, by
+    default)."""
+    return str(RUNNER.get_variables(name).get("cluster_app", "downloader"))
+
+
+def worker_unit(worker: str, node: str) -> str:
+    """The systemd unit of NODE on WORKER: the instance of its app's template unit."""
+    return f"celery-worker-{app_of(worker)}@{node}"
+
+
+def flower_unit(flower: str) -> str:
+    """The systemd unit of the Flower host FLOWER: its app's."""
+    return f"flower-{app_of(flower)}"
+
+
 def expected_nodes() -> set[str]:
     return {f"{node}@{short(worker)}" for worker in WORKERS for node in nodes_of(worker)}
 
@@ -213,7 +229,7 @@ def http(
 
 def set_worker_nodes(worker: str, state: str) -> None:
     for node in nodes_of(worker):
-        result = host(worker).run(f"systemctl {state} celery-worker@{node}")
+        result = host(worker).run(f"systemctl {state} {worker_unit(worker, node)}")
         assert result.rc == 0, result.stderr
 
 
