@@ -1,5 +1,5 @@
-"""Re-runs: a firewall and a venv changed by hand are put right; a check run on the converged cluster has
-nothing to change."""
+"""Re-runs: a firewall, a venv and units of an older release put right; a check run on the
+converged cluster has nothing to change."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ from celerylab import (
     amqp_login,
     cluster_address_of,
     connect,
+    flower_unit,
     host,
+    nodes_of,
     probe,
     run_playbook,
     secrets,
+    worker_unit,
 )
 
 
@@ -72,8 +75,34 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
     port opened by hand drop the web host's connection again), installs the missing
     distribution at its locked version from the wheelhouse (the venv's stamp no longer
     matches the venv), and Flower answers again; Flower's user logs in with its password
-    again, and the client's user has no tag and rights on the app vhost alone."""
-    flower, broker = FLOWERS[0], BROKERS[0]
+    again, and the client's user has no tag and rights on the app vhost alone. Also units as
+    a release before app ids left them: on the Flower host `flower` runs in place of
+    flower-downloader, on a worker host `celery-worker@NODE` (its template unit) in place of
+    celery-worker-downloader@NODE; the same run, also tagged flower_configure, flower_run,
+    celery_worker_configure and celery_worker_run and limited to that worker host too, stops,
+    disables and removes them and runs the app's units."""
+    flower, broker, worker = FLOWERS[0], BROKERS[0], WORKERS[-1]
+    node = nodes_of(worker)[0]
+    new_worker, new_flower = worker_unit(worker, node), flower_unit(flower)
+    old_worker, units = f"celery-worker@{node}", "/etc/systemd/system"
+    old_units = {
+        worker: [
+            f"systemctl disable --now {new_worker}",
+            f"cp {units}/{new_worker.replace(node, '')}.service {units}/celery-worker@.service",
+            f"systemctl daemon-reload && systemctl enable --now {old_worker}",
+        ],
+        flower: [
+            f"systemctl disable --now {new_flower}",
+            f"cp {units}/{new_flower}.service {units}/flower.service",
+            "systemctl daemon-reload && systemctl enable --now flower",
+        ],
+    }
+    new_units = {
+        worker: f"systemctl disable --now {old_worker}; rm -f {units}/celery-worker@.service; "
+        f"systemctl daemon-reload; systemctl enable --now {new_worker}",
+        flower: f"systemctl disable --now flower; rm -f {units}/flower.service; "
+        f"systemctl daemon-reload; systemctl enable --now {new_flower}",
+    }
     flower_password = (SECRETS / "rabbitmq_flower_password").read_text().split()[0]
     users_by_hand = [
         "rabbitmqctl -q change_password downloader-flower not-the-password",
@@ -109,8 +138,11 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
     ]
     locked = pip_show(flower, "humanize")
     assert locked.startswith("Version: "), locked
-    put_right = False
+    put_right = units_put_right = False
     try:
+        for name, commands in old_units.items():
+            host(name).check_output(" && ".join(commands))
+        assert host(worker).service(old_worker).is_running and host(flower).service("flower").is_running
         host(flower).check_output(" && ".join(changes))
         host(flower).check_output(f"{VENV_PIP} uninstall --yes humanize")
         assert pip_show(flower, "humanize").startswith("rc "), "humanize is still installed"
@@ -119,7 +151,18 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
         host(broker).check_output(" && ".join(users_by_hand))
         assert amqp_login(flower, "downloader-flower", flower_password).startswith("refused")
         tags = "firewall,flower_firewall,celery_app_install,rabbitmq_users"
-        run_playbook("site.yml", "-i", INVENTORY, "--tags", tags, "--limit", f"{flower},{broker}")
+        tags += ",flower_configure,flower_run,celery_worker_configure,celery_worker_run"
+        run_playbook("site.yml", "-i", INVENTORY, "--tags", tags, "--limit", f"{flower},{broker},{worker}")
+        for name, old, new, leftover in (
+            (worker, old_worker, new_worker, "celery-worker@.service"),
+            (flower, "flower", new_flower, "flower.service"),
+        ):
+            # Gone: systemd no longer knows the unit (`is-enabled` says not-found).
+            state = host(name).run(f"systemctl is-active {old}; systemctl is-enabled {old}").stdout.split()
+            assert state == ["inactive", "not-found"], (old, state)
+            assert not host(name).file(f"{units}/{leftover}").exists, leftover
+            assert host(name).service(new).is_running and host(name).service(new).is_enabled, new
+        units_put_right = True
         after = zone_state(flower)
         assert {layer: KEPT_PORT in ports for layer, ports in ports_of(after).items()} == {
             "runtime": True,
@@ -153,6 +196,9 @@ def test_firewall_and_venv_changed_by_hand_are_put_right_by_the_next_run() -> No
             time.sleep(1)
         assert answered.split() == ["200", "OK"], answered
     finally:
+        if not units_put_right:
+            for name, command in new_units.items():
+                host(name).run(command)
         if not put_right:  # undo the changes by hand, for the tests after this one
             undo = [
                 f"firewall-cmd --permanent {zone} --remove-service=http",
