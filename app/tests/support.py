@@ -347,6 +347,7 @@ class FreezingProxy:
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.frozen = threading.Event()
+        self.closed = threading.Event()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.sockets: list[socket.socket] = [self.server]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -359,6 +360,7 @@ class FreezingProxy:
         self.frozen.set()
 
     def close(self) -> None:
+        self.closed.set()
         for sock in self.sockets:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -369,7 +371,11 @@ class FreezingProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target, timeout=5)
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()  # the client sees its connection refused, as without a relay
+                continue
             upstream.settimeout(None)
             self.sockets += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
@@ -382,8 +388,10 @@ class FreezingProxy:
             except OSError:
                 return
             # Frozen: what arrived is held, and nothing more is read.
-            while self.frozen.is_set():
+            while self.frozen.is_set() and not self.closed.is_set():
                 time.sleep(0.1)
+            if self.closed.is_set():
+                return
             if not data:
                 return
             try:

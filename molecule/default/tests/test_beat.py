@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from celerylab import BROKERS, OTHER_APP_WORKERS, cluster_address_of, docker, host, put_file
+from celerylab import BROKERS, OTHER_APP_WORKERS, cluster_address_of, docker, host, put_file, worker_unit
 
 PERIOD = 4.0
 # What the lock program waits after it took the lock (roles/celery_worker/files/celery-beat-lock.py).
@@ -101,9 +101,8 @@ def test_one_scheduler_sends_the_tick_once_per_period() -> None:
             assert sent(name, since) == [], name
             assert waiting(name, 0), name
     fast = sorted(OTHER_APP_WORKERS)[0]
-    ran = host(fast).run(
-        "journalctl --no-pager -q -u celery-worker-reports@reports1 -g %s", r"reportsApp.tick\[.*\] succeeded"
-    )
+    unit = worker_unit(fast, "reports1")
+    ran = host(fast).run(f"journalctl --no-pager -q -u {unit} -g %s", r"reportsApp.tick\[.*\] succeeded")
     assert ran.stdout.strip(), "reports1 ran no tick"
 
 

@@ -42,4 +42,7 @@ def test_the_readme_command_works_for_the_operator_account_and_no_other() -> Non
         said = allowed.stdout + allowed.stderr
         assert allowed.rc == 0 and allowed.stdout.strip() == "Hello, operator!", said
         refused = host(worker).run("cd / && sudo -u nobody sh -c %s", command)
-        assert refused.rc != 0 and "Hello" not in refused.stdout, refused.stdout + refused.stderr
+        said = refused.stdout + refused.stderr
+        assert refused.rc != 0 and "Hello" not in refused.stdout, said
+        # Refused for the configuration (unreadable to nobody: /etc/greeter is the group's).
+        assert "celeryconfig" in said, said
