@@ -22,7 +22,7 @@ Every request is counted per path (with query) in ``hits``.
 
 Also ``run_unprivileged``: a function run in a forked child that file permissions bite (as
 nobody when the tests run as root); ``FreezingProxy``: a TCP relay to the broker whose link can
-be made to go silent.
+be made to go silent; ``rabbitmqctl``: a change to the test broker (users, policies).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -259,6 +260,18 @@ def downloader(*args: str, env: dict[str, str] | None = None, timeout: float = 6
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run rabbitmqctl on the test broker's host (this one); FAILS when it is missing."""
+    import pytest
+
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is needed to change the test broker", pytrace=False)
+    done = subprocess.run(
+        ["rabbitmqctl", "--quiet", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
 
 
 def closed_port() -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -21,17 +20,11 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
 
-from support import LoopbackServer, downloader
+from support import LoopbackServer, downloader, rabbitmqctl
 from testenv import BROKER_URL, QUEUE
 
 UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 PUBLISH_ONLY = (f"^{UUID}$", f"^({QUEUE}|celery_delayed_[0-9]+)$", f"^{UUID}$")
-
-
-def _rabbitmqctl(*args: str) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.fail("rabbitmqctl is needed to make the test's broker user", pytrace=False)
-    subprocess.run(["rabbitmqctl", "--quiet", *args], check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +33,13 @@ def publisher_url(broker: str) -> Iterator[str]:
     parts = urlsplit(BROKER_URL)
     vhost = unquote(parts.path[1:]) or "/"
     user, password = f"test-publisher-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    _rabbitmqctl("add_user", user, password)
+    rabbitmqctl("add_user", user, password)
     try:
-        _rabbitmqctl("set_permissions", "-p", vhost, user, *PUBLISH_ONLY)
+        rabbitmqctl("set_permissions", "-p", vhost, user, *PUBLISH_ONLY)
         netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5672}"
         yield urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), "", ""))
     finally:
-        _rabbitmqctl("delete_user", user)
+        rabbitmqctl("delete_user", user)
 
 
 def _publisher_env(url: str, **extra: str) -> dict[str, str]:

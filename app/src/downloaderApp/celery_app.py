@@ -16,27 +16,19 @@ import ssl
 import uuid
 from typing import Any
 
-import kombu.transport
-from amqp.exceptions import ChannelError, MessageNacked
+from amqp.exceptions import ChannelError
 from celery import Celery
 from celery.app.amqp import AMQP
 from celery.app.backends import by_url
-from celery.app.events import Events
-from celery.backends.rpc import RPCBackend
-from celery.events.dispatcher import EventDispatcher
+from celery.backends.rpc import RPCBackend as CeleryRPCBackend
 from kombu import Queue
-from kombu.exceptions import OperationalError
-from kombu.transport import pyamqp
 
 from downloaderApp.config import Settings, get_settings
+from downloaderApp.failover import RPCBackend, use_host_verifying_transport
 
 __all__ = [
     "DownloaderAMQP",
     "DownloaderCelery",
-    "DownloaderEventDispatcher",
-    "DownloaderEvents",
-    "DownloaderRPCBackend",
-    "HostVerifyingTransport",
     "PassiveQueue",
     "app",
     "celery_settings",
@@ -76,6 +68,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
         "worker_send_task_events": True,
+        # The worker's events go out without publisher confirms (failover.Consumer says why).
+        "worker_consumer": "downloaderApp.failover:Consumer",
         "task_send_sent_event": settings.send_sent_events,
         "broker_connection_retry_on_startup": True,
         "result_extended": True,
@@ -95,79 +89,6 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
             "server_hostname": None,
         }
     return fixed
-
-
-class DownloaderRPCBackend(RPCBackend):
-    """``rpc://`` whose task states are dropped, not raised, when RabbitMQ refuses them.
-
-    Workers publish a task's states (STARTED, then its result) to the reply queue of the
-    client that sent it, with publisher confirms. RabbitMQ refuses (nacks) such a message
-    when the queue cannot take it: on a cluster, while the node that holds the queue goes
-    down. Celery would then stop the task before its body runs (a refused STARTED) or fail
-    it after (a refused result) and, with the threads pool, leave its message unacknowledged
-    until the worker restarts. The state of that one task is lost to that one client, whose
-    queue is gone anyway; the task itself runs and is acknowledged. Every other error
-    (a broker that cannot be reached at all, after kombu's retries) is raised as before.
-    """
-
-    def store_result(
-        self,
-        task_id: str,
-        result: Any,
-        state: str,
-        traceback: Any = None,
-        request: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        try:
-            return super().store_result(
-                task_id, result, state, traceback=traceback, request=request, **kwargs
-            )
-        except OperationalError as exc:
-            if not isinstance(exc.__cause__, MessageNacked):
-                raise
-            reply_to, _ = self.destination_for(task_id, request)
-            logger.warning(
-                "the broker refused the %s state of task %s for reply queue %s: not sent",
-                state,
-                task_id,
-                reply_to,
-            )
-            return result
-
-
-class DownloaderEventDispatcher(EventDispatcher):
-    """Event dispatcher whose own connection publishes without publisher confirms.
-
-    A worker sends its monitoring events (task-started, task-succeeded, heartbeats...) on a
-    connection of their own, whose socket the worker's main thread also reads (for broker
-    heartbeats). With publisher confirms, a pool thread of the threads pool that flushes the
-    events waits on that socket for the broker's confirm while holding the dispatcher's lock;
-    when the main thread reads the confirm first, the pool thread waits for good, and every
-    other thread, the main one included, then waits for its lock: the worker froze after a
-    few hundred tasks. Events are monitoring data (Flower's view), sent as Celery sends them
-    by default: without confirms. Tasks and their results keep confirms. A dispatcher given a
-    channel (a client's task-sent event, on its task producer's channel) is left as it is.
-    """
-
-    def __init__(self, connection: Any = None, *args: Any, **kwargs: Any) -> None:
-        channel = args[2] if len(args) > 2 else kwargs.get("channel")
-        if connection is not None and channel is None:
-            # For the connections kombu makes from now on (a reconnect)...
-            connection.transport_options = {
-                **(connection.transport_options or {}),
-                "confirm_publish": False,
-            }
-            # ...and for the channels of the one the worker has already opened.
-            if connection.connected:
-                connection.connection.confirm_publish = False
-        super().__init__(connection, *args, **kwargs)
-
-
-class DownloaderEvents(Events):
-    """``app.events`` with :class:`DownloaderEventDispatcher`."""
-
-    dispatcher_cls = "downloaderApp.celery_app:DownloaderEventDispatcher"
 
 
 class PassiveQueue(Queue):
@@ -196,35 +117,8 @@ class DownloaderAMQP(AMQP):
         return made
 
 
-class HostVerifyingTransport(pyamqp.Transport):
-    """py-amqp transport that verifies each broker's certificate against the host it dials.
-
-    With ``broker_use_ssl = {..., "server_hostname": None}`` kombu puts the host of the URL in
-    use into ``server_hostname``, but into the settings dict itself, which every connection of
-    the app shares: from then on every connection, the failover to another broker included,
-    expects the first broker's name, and fails with "Hostname mismatch". Here each attempt
-    gets a copy to fill in, so the shared settings keep ``None``. Registered below as the
-    process's "pyamqp" (and "amqp") transport.
-    """
-
-    def establish_connection(self) -> Any:
-        conninfo: Any = self.client
-        shared = conninfo.ssl
-        if not isinstance(shared, dict) or shared.get("server_hostname", "") is not None:
-            return super().establish_connection()
-        conninfo.ssl = dict(shared)
-        try:
-            return super().establish_connection()
-        finally:
-            conninfo.ssl = shared
-
-
-# Every kombu connection of the process, pooled ones (task publishing, remote-control
-# replies) included, resolves "pyamqp"/"amqp" to the transport above: kombu's pool makes its
-# connections with its own class, so a connection class of ours would not reach them.
-for _alias in ("pyamqp", "amqp"):
-    kombu.transport.TRANSPORT_ALIASES[_alias] = "downloaderApp.celery_app:HostVerifyingTransport"
-    getattr(kombu.transport, "_transport_cache", {}).pop(_alias, None)
+# Every kombu connection of the process verifies the host name of the broker it dials.
+use_host_verifying_transport()
 
 
 class DownloaderCelery(Celery):
@@ -239,13 +133,13 @@ class DownloaderCelery(Celery):
     comes before the publish. Results that were on their way to the old queue are lost with
     it (rpc:// results are transient); the tasks themselves are not.
 
-    Its events are sent by :class:`DownloaderEventDispatcher` (no publisher confirms on an
-    event connection of its own), its results by :class:`DownloaderRPCBackend`, and its
-    connections verify every broker's host name (:class:`HostVerifyingTransport`); where the
-    settings say ``declare_queues = false`` it sends through :class:`PassiveQueue`.
+    Its results are sent by :class:`~downloaderApp.failover.RPCBackend` (a state the broker
+    refuses is dropped), its worker's events by :class:`~downloaderApp.failover.Consumer`'s
+    connection (no publisher confirms), and its connections verify every broker's host name
+    (:class:`~downloaderApp.failover.HostVerifyingTransport`); where the settings say
+    ``declare_queues = false`` it sends through :class:`PassiveQueue`.
     """
 
-    events_cls = "downloaderApp.celery_app:DownloaderEvents"
     amqp_cls = "downloaderApp.celery_app:DownloaderAMQP"
 
     def _load_config(self) -> Any:
@@ -261,10 +155,10 @@ class DownloaderCelery(Celery):
         return super()._load_config()
 
     def _get_backend(self) -> Any:
-        """The configured result backend; ``rpc://`` is :class:`DownloaderRPCBackend`."""
+        """The configured result backend; ``rpc://`` is the failover module's RPCBackend."""
         cls, url = by_url(self.backend_cls or self.conf.result_backend, self.loader)
-        if cls is RPCBackend:
-            cls = DownloaderRPCBackend
+        if cls is CeleryRPCBackend:
+            cls = RPCBackend
         return cls(app=self, url=url)
 
     def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -272,7 +166,7 @@ class DownloaderCelery(Celery):
             return super().send_task(name, *args, **kwargs)
         except ChannelError as exc:
             old = self.thread_oid
-            if not isinstance(self.backend, RPCBackend) or f"'{old}'" not in str(exc):
+            if not isinstance(self.backend, CeleryRPCBackend) or f"'{old}'" not in str(exc):
                 raise
             self.move_reply_queue()
             logger.warning(

@@ -9,6 +9,7 @@ the README's contract says.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -18,6 +19,7 @@ from celerylab import (
     FLOWERS,
     OTHER_APP_FLOWERS,
     OTHER_APP_WORKERS,
+    PROJECT,
     RUNNER,
     SECRETS,
     WORKERS,
@@ -92,6 +94,36 @@ def test_each_app_has_its_own_venv_configuration_and_units() -> None:
     for name in WORKERS:
         assert not host(name).file("/opt/reports").exists, name
         assert not host(name).file("/etc/reports").exists, name
+
+
+# What the reports app's configuration module gives a stock Celery app: the result backend and
+# the worker's consumer of the failover module, and its transport for "pyamqp".
+FAILOVER_IN_USE = """
+import json, kombu.transport
+from reportsApp import app
+backend = type(app.backend)
+print(json.dumps([f"{backend.__module__}.{backend.__name__}", app.conf.worker_consumer,
+                  kombu.transport.TRANSPORT_ALIASES["pyamqp"]]))
+"""
+
+
+def test_another_app_gets_the_downloaders_failover_fixes() -> None:
+    """The file the downloader keeps its failover fixes in (app/tests/test_failover.py tests
+    them on a stock Celery app) is beside the reports app's configuration module on its worker
+    and Flower hosts, byte for byte, and that module names its classes."""
+    shipped = hashlib.sha256((PROJECT / "app/src/downloaderApp/failover.py").read_bytes()).hexdigest()
+    for name in [*OTHER_APP_WORKERS, *OTHER_APP_FLOWERS]:
+        module = host(name).file("/etc/reports/celery_failover.py")
+        assert (module.user, module.group, module.mode) == ("root", "root", 0o644), name
+        assert module.sha256sum == shipped, name
+    out = host(reports_worker()).check_output(
+        f"env {REPORTS_ENV} /opt/reports/venv/bin/python -c %s", FAILOVER_IN_USE
+    )
+    assert json.loads(out.splitlines()[-1]) == [
+        "celery_failover.RPCBackend",
+        "celery_failover:Consumer",
+        "celery_failover:HostVerifyingTransport",
+    ]
 
 
 def ran(on: str, unit: str, task: str) -> int:

@@ -1,0 +1,123 @@
+"""The failover module (downloaderApp/failover.py) in an app that is not the downloader.
+
+The cluster ships that file beside every other app's configuration module, whose settings name
+its classes; here a plain ``Celery`` app is given the same settings, against the real test
+broker. RabbitMQ refuses a task state for real (a queue policy: no room, reject-publish), and a
+real worker (in this process) shows which of its connections ask the broker for confirms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+from celery.app.task import Context
+from celery.backends.rpc import RPCBackend as CeleryRPCBackend
+from celery.contrib.testing.worker import start_worker
+from kombu import Connection
+from kombu.exceptions import OperationalError
+
+import downloaderApp
+from downloaderApp.failover import RPCBackend
+from support import rabbitmqctl
+from testenv import RUN_ID
+
+MODULE = "downloaderApp.failover"
+
+
+def plain_app(broker: str, queue: str) -> Celery:
+    """A stock Celery app with the failover settings of the cluster's configuration module."""
+    app = Celery(f"failover-test-{RUN_ID}", set_as_current=False)
+    app.conf.update(
+        broker_url=broker,
+        result_backend=f"{MODULE}:RPCBackend+rpc://",
+        worker_consumer=f"{MODULE}:Consumer",
+        broker_transport_options={"confirm_publish": True},
+        task_default_queue=queue,
+        worker_send_task_events=True,
+    )
+    return app
+
+
+@pytest.fixture
+def queue(broker: str) -> Iterator[str]:
+    name = f"failover-{RUN_ID}-{uuid.uuid4().hex[:6]}"
+    yield name
+    with Connection(broker) as conn:
+        conn.default_channel.queue_delete(name)
+
+
+@pytest.fixture
+def full_reply_queue(broker: str) -> Iterator[tuple[Celery, str]]:
+    """A plain app whose reply queue the broker refuses every message for."""
+    app = plain_app(broker, f"failover-{RUN_ID}")
+    reply_queue = str(app.backend.oid)
+    policy = f"failover-test-{RUN_ID}"
+    with app.connection_for_write() as conn:
+        app.backend.binding(conn.default_channel).declare()
+        rabbitmqctl(
+            "set_policy",
+            "--apply-to",
+            "queues",
+            policy,
+            f"^{reply_queue}$",
+            json.dumps({"max-length": 0, "overflow": "reject-publish"}),
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while reply_queue not in rabbitmqctl(
+                "list_queues", "name", "policy", "--no-table-headers"
+            ):
+                assert time.monotonic() < deadline, "the policy was not applied to the reply queue"
+                time.sleep(0.2)
+            yield app, reply_queue
+        finally:
+            rabbitmqctl("clear_policy", policy)
+            conn.default_channel.queue_delete(reply_queue)
+
+
+def test_a_task_state_the_broker_refuses_is_dropped_not_raised(
+    full_reply_queue: tuple[Celery, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The configured backend is the failover module's; the broker's refusal (a nack under
+    publisher confirms) of a result is logged and dropped, where stock rpc:// raises it."""
+    app, reply_queue = full_reply_queue
+    assert type(app.backend) is RPCBackend
+    task_id = str(uuid.uuid4())
+    request = Context(id=task_id, reply_to=reply_queue, correlation_id=task_id)
+    with pytest.raises(OperationalError):
+        CeleryRPCBackend(app=app).store_result(task_id, 42, "SUCCESS", request=request)
+    with caplog.at_level(logging.WARNING, logger=MODULE):
+        assert app.backend.store_result(task_id, 42, "SUCCESS", request=request) == 42
+    assert (
+        f"refused the SUCCESS state of task {task_id} for reply queue {reply_queue}" in caplog.text
+    )
+
+
+def test_a_worker_sends_its_events_without_confirms_and_its_results_with(
+    broker: str, queue: str
+) -> None:
+    """A real worker of the plain app: its event connection (the one the freeze was on) asks
+    for no publisher confirms, also for the connections it makes after a loss; the
+    connections that publish results and tasks keep them."""
+    app = plain_app(broker, queue)
+    # The in-process worker's loop wakes for the broker's heartbeat: with the default (60 s)
+    # it noticed the end of the test only about 10 s later.
+    app.conf.broker_heartbeat = 2
+    try:
+        with start_worker(app, perform_ping_check=False) as worker:
+            events = worker.consumer.event_dispatcher.connection
+            assert events.connected and events.connection.confirm_publish is False
+            assert events.transport_options["confirm_publish"] is False
+            with app.producer_or_acquire() as producer:
+                publishing = producer.connection.ensure_connection(max_retries=3)
+                assert publishing.connection.confirm_publish is True
+    finally:
+        # start_worker made the plain app the process's default: the downloader's again.
+        downloaderApp.app.set_current()
+        downloaderApp.app.set_default()

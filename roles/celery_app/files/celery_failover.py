@@ -1,0 +1,1 @@
+../../../app/src/downloaderApp/failover.py
