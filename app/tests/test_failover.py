@@ -2,17 +2,20 @@
 
 The cluster ships that file beside every other app's configuration module, whose settings name
 its classes; here a plain ``Celery`` app is given the same settings, against the real test
-broker. RabbitMQ refuses a task state for real (a queue policy: no room, reject-publish), and a
-real worker (in this process) shows which of its connections ask the broker for confirms.
+broker. RabbitMQ refuses a task state for real (a queue policy: no room, reject-publish) and a
+reply queue's declaration (a queue of that name with other properties), and a real worker (in
+this process) runs the task and shows which of its connections ask the broker for confirms.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from celery import Celery
@@ -99,25 +102,68 @@ def test_a_task_state_the_broker_refuses_is_dropped_not_raised(
     )
 
 
-def test_a_worker_sends_its_events_without_confirms_and_its_results_with(
-    broker: str, queue: str
-) -> None:
-    """A real worker of the plain app: its event connection (the one the freeze was on) asks
-    for no publisher confirms, also for the connections it makes after a loss; the
-    connections that publish results and tasks keep them."""
+@pytest.fixture
+def running_worker(broker: str, queue: str) -> Iterator[tuple[Celery, Any, Any]]:
+    """The plain app with a task `add`, and a real worker of it in this process."""
     app = plain_app(broker, queue)
+
+    @app.task(name="add", shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
     # The in-process worker's loop wakes for the broker's heartbeat: with the default (60 s)
     # it noticed the end of the test only about 10 s later.
     app.conf.broker_heartbeat = 2
     try:
         with start_worker(app, perform_ping_check=False) as worker:
-            events = worker.consumer.event_dispatcher.connection
-            assert events.connected and events.connection.confirm_publish is False
-            assert events.transport_options["confirm_publish"] is False
-            with app.producer_or_acquire() as producer:
-                publishing = producer.connection.ensure_connection(max_retries=3)
-                assert publishing.connection.confirm_publish is True
+            yield app, add, worker
     finally:
         # start_worker made the plain app the process's default: the downloader's again.
         downloaderApp.app.set_current()
         downloaderApp.app.set_default()
+
+
+def test_a_worker_sends_its_events_without_confirms_and_its_results_with(
+    running_worker: tuple[Celery, Any, Any],
+) -> None:
+    """Its event connection (the one the freeze was on) asks for no publisher confirms, also
+    for the connections it makes after a loss; the connection that publishes results and
+    tasks keeps them."""
+    app, _, worker = running_worker
+    events = worker.consumer.event_dispatcher.connection
+    assert events.connected and events.connection.confirm_publish is False
+    assert events.transport_options["confirm_publish"] is False
+    with app.producer_or_acquire() as producer:
+        publishing = producer.connection.ensure_connection(max_retries=3)
+        assert publishing.connection.confirm_publish is True
+
+
+def test_a_refused_reply_queue_moves_and_the_task_is_sent_once(
+    broker: str, running_worker: tuple[Celery, Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client thread whose reply queue the broker refuses to declare (on a cluster: NOT_FOUND,
+    its node is down; here PRECONDITION_FAILED, the same kind of channel error) sends the task
+    once, with the new reply queue, and reads its result there."""
+    app, add, _ = running_worker
+    outcome: dict[str, Any] = {}
+
+    def client() -> None:  # a thread of its own: its own reply queue and backend
+        old = outcome["old"] = app.thread_oid
+        with Connection(broker) as other:
+            other.default_channel.queue_declare(old, durable=False, auto_delete=False)
+            try:
+                outcome["value"] = add.delay(2, 3).get(timeout=30)
+            except Exception as exc:
+                outcome["error"] = exc
+            finally:
+                other.default_channel.queue_delete(old)
+        outcome["new"] = app.thread_oid
+
+    with caplog.at_level(logging.WARNING, logger=MODULE):
+        thread = threading.Thread(target=client)
+        thread.start()
+        thread.join(timeout=60)
+    assert "error" not in outcome, repr(outcome.get("error"))
+    assert outcome["value"] == 5
+    assert outcome["new"] != outcome["old"]
+    assert f"reply queue {outcome['old']} refused" in caplog.text

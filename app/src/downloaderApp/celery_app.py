@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-import uuid
 from typing import Any
 
-from amqp.exceptions import ChannelError
 from celery import Celery
 from celery.app.amqp import AMQP
 from celery.app.backends import by_url
@@ -122,20 +120,13 @@ use_host_verifying_transport()
 
 
 class DownloaderCelery(Celery):
-    """Celery whose ``rpc://`` reply queue moves to a new name when its broker node is lost.
+    """The downloader's Celery: configured from its settings file, failing over as the
+    failover module makes it.
 
-    The rpc:// result backend declares the client's reply queue (named after the thread,
-    durable, on the broker node the client is connected to) before every send. On a cluster,
-    while that node is down RabbitMQ refuses to declare the queue again (NOT_FOUND: its home
-    node is down), and every later send of a long-lived client would fail until that node
-    returns. Here a send that fails on declaring the reply queue takes a new queue name, on
-    the node that answers now, and is made once more. The task is sent once: the declare
-    comes before the publish. Results that were on their way to the old queue are lost with
-    it (rpc:// results are transient); the tasks themselves are not.
-
-    Its results are sent by :class:`~downloaderApp.failover.RPCBackend` (a state the broker
-    refuses is dropped), its worker's events by :class:`~downloaderApp.failover.Consumer`'s
-    connection (no publisher confirms), and its connections verify every broker's host name
+    Its results go through :class:`~downloaderApp.failover.RPCBackend` (its reply queue
+    moves off a lost broker node, a state the broker refuses is dropped), its worker's events
+    through :class:`~downloaderApp.failover.Consumer`'s connection (no publisher confirms),
+    and its connections verify every broker's host name
     (:class:`~downloaderApp.failover.HostVerifyingTransport`); where the settings say
     ``declare_queues = false`` it sends through :class:`PassiveQueue`.
     """
@@ -160,34 +151,6 @@ class DownloaderCelery(Celery):
         if cls is CeleryRPCBackend:
             cls = RPCBackend
         return cls(app=self, url=url)
-
-    def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().send_task(name, *args, **kwargs)
-        except ChannelError as exc:
-            old = self.thread_oid
-            if not isinstance(self.backend, CeleryRPCBackend) or f"'{old}'" not in str(exc):
-                raise
-            self.move_reply_queue()
-            logger.warning(
-                "reply queue %s refused (%s); results now come to %s", old, exc, self.thread_oid
-            )
-            return super().send_task(name, *args, **kwargs)
-
-    def move_reply_queue(self) -> None:
-        """Give this thread a new, random reply-queue name, and drop the result consumer of
-        the old one (the next result wait starts one on the new queue)."""
-        self._local.oid = str(uuid.uuid4())
-        backend = self.backend
-        backend.__dict__.pop("oid", None)  # the backend caches the name (cached_property)
-        consumer = backend.result_consumer
-        if consumer._connection is not None:
-            try:
-                consumer._connection.close()
-            except Exception:  # the old connection is often dead already: nothing to free
-                logger.debug("closing the old result connection failed", exc_info=True)
-        consumer._consumer = None
-        consumer._connection = None
 
 
 app = DownloaderCelery("downloaderApp")

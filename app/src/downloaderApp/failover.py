@@ -10,11 +10,14 @@ its own classes through ``__name__``.
 from __future__ import annotations
 
 import logging
+import threading
+import uuid
 from typing import Any
 
 import kombu.transport
-from amqp.exceptions import MessageNacked
+from amqp.exceptions import ChannelError, MessageNacked
 from celery.backends.rpc import RPCBackend as CeleryRPCBackend
+from celery.signals import before_task_publish
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import OperationalError
 from kombu.transport import pyamqp
@@ -23,9 +26,22 @@ __all__ = ["Consumer", "HostVerifyingTransport", "RPCBackend", "use_host_verifyi
 
 logger = logging.getLogger(__name__)
 
+# Per thread: reply queues given up by RPCBackend.on_task_call, and the names they moved to.
+_moved = threading.local()
+
 
 class RPCBackend(CeleryRPCBackend):
-    """``rpc://`` whose task states are dropped, not raised, when RabbitMQ refuses them.
+    """``rpc://`` whose reply queue moves when its broker node is lost, and whose task states
+    are dropped, not raised, when RabbitMQ refuses them.
+
+    The backend declares the client's reply queue (named after the thread, durable, on the
+    broker node the client is connected to) before every send. On a cluster, while that node
+    is down RabbitMQ refuses to declare the queue again (NOT_FOUND: its home node is down),
+    and every later send of a long-lived client would fail until that node returns. Here the
+    send whose declare is refused takes a new queue name, on the node that answers now, and
+    goes on with it: the task is sent once (the declare comes before the publish). Results
+    that were on their way to the old queue are lost with it (rpc:// results are transient);
+    the tasks themselves are not.
 
     Workers publish a task's states (STARTED, then its result) to the reply queue of the
     client that sent it, with publisher confirms. RabbitMQ refuses (nacks) such a message
@@ -61,6 +77,45 @@ class RPCBackend(CeleryRPCBackend):
                 reply_to,
             )
             return result
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        try:
+            super().on_task_call(producer, task_id)
+        except ChannelError as exc:
+            old = self.oid
+            if f"'{old}'" not in str(exc):
+                raise
+            self.move_reply_queue()
+            logger.warning(
+                "reply queue %s refused (%s); results now come to %s", old, exc, self.oid
+            )
+            # The task's message already names the old queue: _to_the_moved_reply_queue
+            # rewrites it. py-amqp has reopened the channel that the refusal closed.
+            vars(_moved).setdefault("names", {})[old] = self.oid
+            super().on_task_call(producer, task_id)
+
+    def move_reply_queue(self) -> None:
+        """Give this thread a new, random reply-queue name, and drop the result consumer of
+        the old one (the next result wait starts one on the new queue)."""
+        self.app._local.oid = str(uuid.uuid4())
+        self.__dict__.pop("oid", None)  # cached (cached_property) from the app's thread_oid
+        consumer = self.result_consumer
+        if consumer._connection is not None:
+            try:
+                consumer._connection.close()
+            except Exception:  # the old connection is often dead already: nothing to free
+                logger.debug("closing the old result connection failed", exc_info=True)
+        consumer._consumer = None
+        consumer._connection = None
+
+
+@before_task_publish.connect(weak=False)
+def _to_the_moved_reply_queue(properties: dict[str, Any] | None = None, **_: Any) -> None:
+    """A task message that names a reply queue this thread gave up names its new one."""
+    if properties is not None:
+        new = getattr(_moved, "names", {}).get(properties.get("reply_to"))
+        if new is not None:
+            properties["reply_to"] = new
 
 
 class Consumer(CeleryConsumer):
