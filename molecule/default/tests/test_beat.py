@@ -13,12 +13,24 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from celerylab import BROKERS, OTHER_APP_WORKERS, cluster_address_of, docker, host, put_file, worker_unit
+from celerylab import (
+    BROKERS,
+    OTHER_APP_WORKERS,
+    cluster_address_of,
+    config_env,
+    docker,
+    host,
+    nodes_of,
+    put_file,
+    short,
+    worker_unit,
+)
 
 PERIOD = 4.0
 # What the lock program waits after it took the lock (roles/celery_worker/files/celery-beat-lock.py).
 GRACE = 15.0
 UNIT = "celery-beat-reports"
+REPORTS_ENV = config_env("reports")
 # The scheduler itself, not the lock program whose command line names it after `--`.
 SCHEDULER = r"^\S+ /opt/reports/venv/bin/celery -A reportsApp beat"
 # Drops a host's traffic to and from one address, silently, as a lost network does (the
@@ -201,3 +213,10 @@ def test_a_holder_cut_off_from_the_broker_stops_its_scheduler_before_another_sta
         reconnect(holder)
     wait_for(f"{holder} waits for the lock", lambda: bool(waiting(holder, cut_at)), 90)
     assert schedulers() == {other}
+    # Its worker node serves again: reconnected, or started again by systemd once when the
+    # broker still held the node's remote-control queue for the lost connection
+    # (RESOURCE_LOCKED), which is what the next tests would otherwise meet.
+    ping = f"env {REPORTS_ENV} /opt/reports/venv/bin/celery -A reportsApp inspect ping --timeout 5 -d"
+    for node in nodes_of(holder):
+        name = f"{node}@{short(holder)}"
+        wait_for(f"{name} answers", lambda n=name: host(holder).run(f"{ping} {n}").rc == 0, 120)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import readme_app
-from celerylab import PROJECT, README_APP_WORKERS, RUNNER, host, short, status_nodes
+from celerylab import PROJECT, README_APP_WORKERS, RUNNER, config_env, host, short, status_nodes
 
 README = (PROJECT / "README.md").read_text()
-ENV = "CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/greeter"
+ENV = config_env("greeter")
 
 
 def test_the_app_comes_from_outside_the_repository() -> None:

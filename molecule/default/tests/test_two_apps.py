@@ -25,13 +25,14 @@ from celerylab import (
     WORKERS,
     amqp_login,
     app_password,
+    config_env,
     flower_credentials,
     flower_task_state,
     host,
     http,
 )
 
-REPORTS_ENV = "CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/reports"
+REPORTS_ENV = config_env("reports")
 REPORTS_CELERY = f"env {REPORTS_ENV} /opt/reports/venv/bin/celery -A reportsApp"
 # Each reports host's node and the one queue it serves (the scenario's celery_worker_queues).
 FAST_NODE, SLOW_NODE = "reports1@rworker1", "reports2@rworker2"

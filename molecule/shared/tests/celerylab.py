@@ -124,6 +124,12 @@ def app_of(name: str) -> str:
     return str(RUNNER.get_variables(name).get("cluster_app", "downloader"))
 
 
+def config_env(app: str) -> str:
+    """The environment in which a command on APP's hosts finds its configuration module (the
+    README's "Contract with an app"; not the downloader, which reads its own file)."""
+    return f"CELERY_CONFIG_MODULE=celeryconfig PYTHONPATH=/etc/{app}"
+
+
 def worker_unit(worker: str, node: str) -> str:
     """The systemd unit of NODE on WORKER: the instance of its app's template unit."""
     return f"celery-worker-{app_of(worker)}@{node}"
