@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
 from celerylab import (
     BROKERS,
+    INVENTORY,
     OTHER_APP_WORKERS,
     cluster_address_of,
     config_env,
@@ -22,6 +24,7 @@ from celerylab import (
     host,
     nodes_of,
     put_file,
+    run_playbook,
     short,
     worker_unit,
 )
@@ -116,6 +119,44 @@ def test_one_scheduler_sends_the_tick_once_per_period() -> None:
     unit = worker_unit(fast, "reports1")
     ran = host(fast).run(f"journalctl --no-pager -q -u {unit} -g %s", r"reportsApp.tick\[.*\] succeeded")
     assert ran.stdout.strip(), "reports1 ran no tick"
+
+
+def test_limited_runs_that_restart_the_holders_scheduler_never_run_two() -> None:
+    """site.yml limited to the lock holder with another log level for the app's units (its
+    worker nodes and its scheduler's unit restart), then limited to it again with the
+    scenario's settings (they restart once more): sampled every second during both runs and
+    until one scheduler runs again, there never are two; then tick comes once per period."""
+    holder = the_holder()
+    invocation = f"systemctl show -p InvocationID --value {UNIT}"
+    before = host(holder).check_output(invocation)
+    samples: list[tuple[float, set[str]]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append((round(time.time(), 1), schedulers()))
+            done.wait(1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    run = ["site.yml", "-i", INVENTORY, "--limit", holder, "--tags", "celery_worker"]
+    try:
+        try:
+            run_playbook(*run, "-e", "celery_worker_log_level=DEBUG")
+            changed = host(holder).check_output(invocation)
+            assert changed != before, f"{UNIT} did not restart on {holder}"
+        finally:
+            run_playbook(*run)  # the scenario's settings again
+        assert host(holder).check_output(invocation) != changed, f"{UNIT} did not restart again"
+        wait_for("one scheduler runs again", lambda: len(schedulers()) == 1, 90)
+    finally:
+        done.set()
+        sampler.join(timeout=60)
+    assert all(len(now) <= 1 for _, now in samples), [s for s in samples if len(s[1]) > 1]
+    (now,) = schedulers()
+    since = time.time()
+    time.sleep(PERIOD * 3.5)
+    assert_once_per_period(sent(now, since), 3)
 
 
 def test_the_scheduler_fails_over_when_its_host_is_shut_down() -> None:
