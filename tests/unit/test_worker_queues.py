@@ -8,9 +8,13 @@ from file_module import load
 plugin = load("playbooks/filter_plugins/worker_queues.py")
 unserved = plugin.drain_unserved_queues
 
-APPS = [{"id": "downloader"}, {"id": "reports", "queues": ["reports.fast", "reports.slow"]}]
-# Two downloader hosts (every queue of the app: [celery]); reports split over two groups, one
-# host serving both of its queues.
+# As the cluster role completes them (cluster_apps_resolved): every entry has its queues.
+APPS = [
+    {"id": "downloader", "queues": ["celery"]},
+    {"id": "reports", "queues": ["reports.fast", "reports.slow"]},
+]
+# Two downloader hosts (every queue of the app); reports split over two groups, one host
+# serving both of its queues.
 WORKERS = [
     ["worker1", "downloader", []],
     ["worker2", "downloader", []],
@@ -41,7 +45,7 @@ def test_a_host_that_serves_every_queue_of_its_app_leaves_each_of_them() -> None
     ]
 
 
-def test_an_app_without_queues_in_its_entry_has_the_default_queue() -> None:
+def test_hosts_that_name_no_queue_serve_every_queue_of_their_app() -> None:
     assert unserved(WORKERS, ["worker1", "worker2"], APPS) == [
         {"app": "downloader", "queue": "celery", "hosts": ["worker1", "worker2"]}
     ]
