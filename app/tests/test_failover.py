@@ -167,3 +167,19 @@ def test_a_refused_reply_queue_moves_and_the_task_is_sent_once(
     assert outcome["value"] == 5
     assert outcome["new"] != outcome["old"]
     assert f"reply queue {outcome['old']} refused" in caplog.text
+
+
+def test_a_kept_producer_whose_channel_was_closed_sends_on_a_new_one(
+    running_worker: tuple[Celery, Any, Any],
+) -> None:
+    """celery beat keeps one producer, and its channel, for its whole life (a client's sends
+    take a producer from Celery's pool instead). With that channel closed, as the broker's
+    refusal of a reply queue left the scheduler's on a cluster, the next send goes out on a
+    new channel instead of failing ("channel disconnected"), and so do the ones after."""
+    app, add, _ = running_worker
+    with app.connection_for_write() as conn:
+        producer = app.amqp.Producer(conn, auto_declare=False)
+        assert add.apply_async((1, 1), producer=producer).get(timeout=30) == 2
+        producer.channel.close()
+        assert add.apply_async((2, 2), producer=producer).get(timeout=30) == 4
+        assert add.apply_async((3, 3), producer=producer).get(timeout=30) == 6

@@ -79,6 +79,7 @@ class RPCBackend(CeleryRPCBackend):
             return result
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
+        _on_a_live_channel(producer)
         try:
             super().on_task_call(producer, task_id)
         except ChannelError as exc:
@@ -92,6 +93,7 @@ class RPCBackend(CeleryRPCBackend):
             # The task's message already names the old queue: _to_the_moved_reply_queue
             # rewrites it. py-amqp has reopened the channel that the refusal closed.
             vars(_moved).setdefault("names", {})[old] = self.oid
+            _on_a_live_channel(producer)
             super().on_task_call(producer, task_id)
 
     def move_reply_queue(self) -> None:
@@ -107,6 +109,18 @@ class RPCBackend(CeleryRPCBackend):
                 logger.debug("closing the old result connection failed", exc_info=True)
         consumer._consumer = None
         consumer._connection = None
+
+
+def _on_a_live_channel(producer: Any) -> None:
+    """Give PRODUCER a new channel on its connection when its own was closed.
+
+    A send takes a producer from Celery's pool, with a live channel, but celery beat keeps one
+    producer and its channel for its whole life. On a cluster the broker's refusal of the
+    reply queue (its node down) left that channel closed for good: every later tick of the
+    scheduler failed with "channel disconnected" until the scheduler restarted.
+    """
+    if not getattr(producer.channel, "connection", None):
+        producer.revive(producer.connection.channel())
 
 
 @before_task_publish.connect(weak=False)
