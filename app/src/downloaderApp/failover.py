@@ -91,7 +91,7 @@ class RPCBackend(CeleryRPCBackend):
                 "reply queue %s refused (%s); results now come to %s", old, exc, self.oid
             )
             # The task's message already names the old queue: _to_the_moved_reply_queue
-            # rewrites it. py-amqp has reopened the channel that the refusal closed.
+            # rewrites it. The refusal may have left the producer's channel closed.
             vars(_moved).setdefault("names", {})[old] = self.oid
             _on_a_live_channel(producer)
             super().on_task_call(producer, task_id)
@@ -114,10 +114,10 @@ class RPCBackend(CeleryRPCBackend):
 def _on_a_live_channel(producer: Any) -> None:
     """Give PRODUCER a new channel on its connection when its own was closed.
 
-    A send takes a producer from Celery's pool, with a live channel, but celery beat keeps one
-    producer and its channel for its whole life. On a cluster the broker's refusal of the
-    reply queue (its node down) left that channel closed for good: every later tick of the
-    scheduler failed with "channel disconnected" until the scheduler restarted.
+    On a cluster the broker's refusal of the reply queue (its node down) left the producer's
+    channel closed for good: a client's send after the move failed with "channel
+    disconnected", and celery beat, which keeps one producer and its channel for its whole
+    life, failed every later tick until the scheduler restarted.
     """
     if not getattr(producer.channel, "connection", None):
         producer.revive(producer.connection.channel())
@@ -145,8 +145,8 @@ class Consumer(CeleryConsumer):
     by default: without confirms. Tasks and their results keep confirms.
 
     The consumer makes that connection with ``connection_for_write`` (its Events step is the
-    one caller in Celery 5.5 to 5.7); the option is set before the connection opens, so its
-    reconnections (to the next broker) have no confirms either.
+    one caller in Celery 5.7, which the lock files pin); the option is set before the
+    connection opens, so its reconnections (to the next broker) have no confirms either.
     """
 
     def connection_for_write(self, url: Any = None, heartbeat: Any = None) -> Any:
