@@ -3,9 +3,7 @@
 Runs after the default scenario's cluster-wide tests (molecule.yml), with the shared test
 library (molecule/shared/tests/celerylab.py). Every test submits a bounded number of tasks, waits
 a bounded time, and states in its assertion messages what was submitted and what completed.
-Tasks download from web1's slow server (molecule/shared/files/slow_http.py, port 8001). The
-reports app (crworker1 and crworker2, with its periodic task) lives through the broker stop
-beside the downloader.
+Tasks download from web1's slow server (molecule/shared/files/slow_http.py, port 8001).
 """
 
 from __future__ import annotations
@@ -23,19 +21,15 @@ from typing import Any
 
 from celerylab import (
     AMQP_PORT,
-    BEAT_PERIOD,
     BROKERS,
     FLOWER_URL,
     FLOWERS,
     INVENTORY,
-    OTHER_APP_WORKERS,
     RUNNER,
     WEB,
     WORKERS,
     ansible_playbook,
-    assert_once_per_period,
     classic_queue_with_messages,
-    config_env,
     connect,
     connections,
     docker,
@@ -51,11 +45,8 @@ from celerylab import (
     probe,
     python,
     run_playbook,
-    schedulers,
-    schedulers_sampled,
     set_worker_nodes,
     short,
-    ticks_sent,
     tutorial_download,
     worker_unit,
 )
@@ -266,67 +257,17 @@ def test_sigkill_of_a_worker_mid_task_still_completes_the_task() -> None:
     assert 0 < main_pid(on, unit) != pid, f"{unit} on {on} was not restarted after the kill"
 
 
-def reports_stream(count: int, spread: float, wait: float) -> dict[str, Any]:
-    """COUNT count_words tasks of the reports app sent over SPREAD seconds from one client on
-    a reports host, their results awaited WAIT seconds: sent ids, failed sends, results."""
-    result = host(OTHER_APP_WORKERS[0]).run(
-        f"timeout 300 env {config_env('reports')} /opt/reports/venv/bin/python -c %s %s %s %s",
-        probe("reports_stream.py"),
-        str(count),
-        str(spread),
-        str(wait),
-    )
-    assert result.rc == 0, f"the reports client: rc={result.rc}\n{result.stderr[-3000:]}"
-    outcome: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return outcome
-
-
-def reports_ran(since: str) -> set[str]:
-    """The ids of the count_words tasks that the reports hosts' nodes ran since SINCE."""
-    ran: set[str] = set()
-    for name in OTHER_APP_WORKERS:
-        journal = f"journalctl -u 'celery-worker-reports@*' --since '{since}' --no-pager -q"
-        out = host(name).run(f"{journal} -g %s", r"count_words\[.*\] succeeded").stdout
-        ran |= set(re.findall(r"count_words\[([0-9a-f-]+)\] succeeded", out))
-    return ran
-
-
 def test_a_stopped_broker_loses_no_task_and_rejoins() -> None:
-    """500 downloads submitted over 20 s, and 40 tasks of the reports app (a stock Celery app
-    with the cluster's failover module) from a client of its own; the first broker (whom
-    clients and workers reach first, where the reports scheduler holds its lock and the clients
-    have their reply queues) is stopped 5 s in and started again after the streams. Every task
-    runs; the reports client's sends all succeed and its last result comes back (its reply
-    queue moved); sampled every second, at no time do two hosts run the reports scheduler, and
-    once one does again tick comes once per period."""
+    """500 downloads submitted over 20 s; the first broker (whom clients and workers reach
+    first) is stopped 5 s in and started again after the stream."""
     count, prefix, victim = 500, f"bstop-{uuid.uuid4().hex[:6]}", BROKERS[0]
     since = now_on(WORKERS[0])
-    reports: dict[str, Any] = {}
-    reports_client = threading.Thread(target=lambda: reports.update(reports_stream(40, 20, 60)))
-    with schedulers_sampled() as samples:
-        try:
-            reports_client.start()
-            with stream_in_background(prefix, count, 20, f"{SLOW}/delay/0/x") as outcome:
-                time.sleep(5)
-                assert host(victim).run("systemctl stop rabbitmq-server").rc == 0
-        finally:
-            host(victim).run("systemctl start rabbitmq-server")
-            reports_client.join(timeout=300)
-        deadline = time.monotonic() + 120
-        while len(schedulers()) != 1 and time.monotonic() < deadline:
-            time.sleep(1)
-    assert all(len(now) <= 1 for _, now in samples), [s for s in samples if len(s[1]) > 1]
-    assert len(reports.get("sent", [])) == 40 and not reports.get("failed"), reports
-    last = reports["sent"][-1]
-    assert reports["results"].get(last) == 39 % 7 + 1, f"no result for the last task: {reports}"
-    deadline = time.monotonic() + 60
-    while set(reports["sent"]) - reports_ran(since) and time.monotonic() < deadline:
-        time.sleep(5)
-    assert not set(reports["sent"]) - reports_ran(since), "reports tasks that never ran"
-    (scheduler,) = schedulers()
-    ticks_since = time.time()
-    time.sleep(BEAT_PERIOD * 3.5)
-    assert_once_per_period(ticks_sent(scheduler, ticks_since), 3)
+    try:
+        with stream_in_background(prefix, count, 20, f"{SLOW}/delay/0/x") as outcome:
+            time.sleep(5)
+            assert host(victim).run("systemctl stop rabbitmq-server").rc == 0
+    finally:
+        host(victim).run("systemctl start rabbitmq-server")
     assert outcome.get("sent") == count and not outcome.get("failed"), outcome
     found = wait_for_files(prefix, count, WORKERS, 240)
     assert_all_completed(prefix, count, found, QUICK_SHA256)

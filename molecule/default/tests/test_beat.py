@@ -7,17 +7,17 @@ host is back it waits.
 
 from __future__ import annotations
 
+import itertools
+import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
 from celerylab import (
-    BEAT_PERIOD,
-    BEAT_UNIT,
     BROKERS,
     INVENTORY,
     OTHER_APP_WORKERS,
-    assert_once_per_period,
     cluster_address_of,
     config_env,
     docker,
@@ -25,16 +25,17 @@ from celerylab import (
     nodes_of,
     put_file,
     run_playbook,
-    schedulers,
-    schedulers_sampled,
     short,
-    ticks_sent,
     worker_unit,
 )
 
+PERIOD = 4.0
 # What the lock program waits after it took the lock (roles/celery_worker/files/celery-beat-lock.py).
 GRACE = 15.0
+UNIT = "celery-beat-reports"
 REPORTS_ENV = config_env("reports")
+# The scheduler itself, not the lock program whose command line names it after `--`.
+SCHEDULER = r"^\S+ /opt/reports/venv/bin/celery -A reportsApp beat"
 # Drops a host's traffic to and from one address, silently, as a lost network does (the
 # hosts have no nft command; firewalld's Python binding of libnftables is there).
 CUT = "celerylab_cut"
@@ -45,6 +46,22 @@ for command in sys.argv[1:]:
     rc, _, error = nft.cmd(command)
     assert rc == 0, (command, error)
 """
+SENT = re.compile(r"^(\d+\.\d+) .*Sending due task tick \(reportsApp\.tick\)", re.M)
+
+
+def schedulers() -> set[str]:
+    """The reports hosts where a scheduler process runs now."""
+    return {name for name in OTHER_APP_WORKERS if host(name).run("pgrep -f %s", SCHEDULER).rc == 0}
+
+
+def sent(name: str, since: float) -> list[float]:
+    """When NAME's scheduler sent tick, since SINCE (the hosts share the controller's clock)."""
+    out = (
+        host(name)
+        .run("journalctl --no-pager -q -o short-unix -u %s --since @%s", UNIT, str(int(since)))
+        .stdout
+    )
+    return [t for t in (float(m) for m in SENT.findall(out)) if t >= since]
 
 
 def wait_for(what: str, check: Callable[[], bool], seconds: float) -> None:
@@ -52,6 +69,13 @@ def wait_for(what: str, check: Callable[[], bool], seconds: float) -> None:
     while not check():
         assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
         time.sleep(1)
+
+
+def assert_once_per_period(times: list[float], at_least: int) -> None:
+    """Never two ticks closer than half a period (two schedulers would be), none missed."""
+    assert len(times) >= at_least, times
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(PERIOD / 2 <= gap <= PERIOD * 1.5 for gap in gaps), gaps
 
 
 def until_only(name: str, since: float) -> list[tuple[float, set[str]]]:
@@ -80,16 +104,16 @@ def test_one_scheduler_sends_the_tick_once_per_period() -> None:
     the holder sends tick once every 4 s, the other host sends nothing, and reports1 (the
     queue reports.fast) runs the ticks."""
     for name in OTHER_APP_WORKERS:
-        assert host(name).service(BEAT_UNIT).is_running, name
-        assert host(name).service(BEAT_UNIT).is_enabled, name
+        assert host(name).service(UNIT).is_running, name
+        assert host(name).service(UNIT).is_enabled, name
     holder = the_holder()
     since = time.time()
-    time.sleep(BEAT_PERIOD * 3.5)
+    time.sleep(PERIOD * 3.5)
     assert schedulers() == {holder}
-    assert_once_per_period(ticks_sent(holder, since), 3)
+    assert_once_per_period(sent(holder, since), 3)
     for name in OTHER_APP_WORKERS:
         if name != holder:
-            assert ticks_sent(name, since) == [], name
+            assert sent(name, since) == [], name
             assert waiting(name, 0), name
     fast = sorted(OTHER_APP_WORKERS)[0]
     unit = worker_unit(fast, "reports1")
@@ -103,23 +127,36 @@ def test_limited_runs_that_restart_the_holders_scheduler_never_run_two() -> None
     scenario's settings (they restart once more): sampled every second during both runs and
     until one scheduler runs again, there never are two; then tick comes once per period."""
     holder = the_holder()
-    invocation = f"systemctl show -p InvocationID --value {BEAT_UNIT}"
+    invocation = f"systemctl show -p InvocationID --value {UNIT}"
     before = host(holder).check_output(invocation)
+    samples: list[tuple[float, set[str]]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append((round(time.time(), 1), schedulers()))
+            done.wait(1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     run = ["site.yml", "-i", INVENTORY, "--limit", holder, "--tags", "celery_worker"]
-    with schedulers_sampled() as samples:
+    try:
         try:
             run_playbook(*run, "-e", "celery_worker_log_level=DEBUG")
             changed = host(holder).check_output(invocation)
-            assert changed != before, f"{BEAT_UNIT} did not restart on {holder}"
+            assert changed != before, f"{UNIT} did not restart on {holder}"
         finally:
             run_playbook(*run)  # the scenario's settings again
-        assert host(holder).check_output(invocation) != changed, f"{BEAT_UNIT} did not restart again"
+        assert host(holder).check_output(invocation) != changed, f"{UNIT} did not restart again"
         wait_for("one scheduler runs again", lambda: len(schedulers()) == 1, 90)
+    finally:
+        done.set()
+        sampler.join(timeout=60)
     assert all(len(now) <= 1 for _, now in samples), [s for s in samples if len(s[1]) > 1]
     (now,) = schedulers()
     since = time.time()
-    time.sleep(BEAT_PERIOD * 3.5)
-    assert_once_per_period(ticks_sent(now, since), 3)
+    time.sleep(PERIOD * 3.5)
+    assert_once_per_period(sent(now, since), 3)
 
 
 def test_the_scheduler_fails_over_when_its_host_is_shut_down() -> None:
@@ -132,14 +169,14 @@ def test_the_scheduler_fails_over_when_its_host_is_shut_down() -> None:
     # Docker writes both anew when a container starts; they are molecule/shared/prepare.yml's.
     kept = {path: host(holder).file(path).content for path in ("/etc/hosts", "/etc/resolv.conf")}
     stopped_at = time.time()
-    before = ticks_sent(holder, stopped_at - BEAT_PERIOD * 3)
+    before = sent(holder, stopped_at - PERIOD * 3)
     docker("exec", holder, "systemctl", "poweroff")
     try:
         seen = until_only(other, stopped_at)
         wait_for(f"{holder} is down", lambda: not running(holder), 90)
         taken_at = time.time()
-        time.sleep(BEAT_PERIOD * 3.5)
-        after = ticks_sent(other, stopped_at - BEAT_PERIOD * 3)
+        time.sleep(PERIOD * 3.5)
+        after = sent(other, stopped_at - PERIOD * 3)
         # None before the holder let the lock go, and the grace waited after that.
         assert after and after[0] >= stopped_at + GRACE, (before, after, seen)
         assert before, before
@@ -151,10 +188,10 @@ def test_the_scheduler_fails_over_when_its_host_is_shut_down() -> None:
             put_file(holder, path, content)
     wait_for(f"{holder} waits for the lock", lambda: bool(waiting(holder, stopped_at)), 90)
     back_at = time.time()
-    time.sleep(BEAT_PERIOD * 2.5)
+    time.sleep(PERIOD * 2.5)
     assert schedulers() == {other}
-    assert ticks_sent(holder, back_at) == []
-    assert_once_per_period(ticks_sent(other, taken_at), 5)
+    assert sent(holder, back_at) == []
+    assert_once_per_period(sent(other, taken_at), 5)
 
 
 def running(name: str) -> bool:
@@ -171,8 +208,7 @@ def booted(name: str) -> bool:
 
 def journal(name: str, since: float, pattern: str) -> str:
     """NAME's scheduler unit's lines since SINCE that match PATTERN."""
-    journal = "journalctl --no-pager -q -u %s --since @%s -g %s"
-    out = host(name).run(journal, BEAT_UNIT, str(int(since)), pattern)
+    out = host(name).run("journalctl --no-pager -q -u %s --since @%s -g %s", UNIT, str(int(since)), pattern)
     return str(out.stdout)
 
 

@@ -8,17 +8,14 @@ verifier has this directory on PYTHONPATH (.config/molecule/config.yml).
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
 import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -388,54 +385,3 @@ def run_playbook(playbook: str, *args: str) -> str:
     rc, out = ansible_playbook(playbook, *args)
     assert rc == 0, out[-6000:]
     return out
-
-
-# The reports app's scheduler (its beat_schedule: tick every 4 s) in the scenarios that deploy
-# it: the unit on each of its worker hosts, and the scheduler process itself (not the lock
-# program, whose command line names it after `--`).
-BEAT_UNIT = "celery-beat-reports"
-BEAT_PERIOD = 4.0
-_SCHEDULER = r"^\S+ /opt/reports/venv/bin/celery -A reportsApp beat"
-_TICK_SENT = re.compile(r"^(\d+\.\d+) .*Sending due task tick \(reportsApp\.tick\)", re.M)
-
-
-def schedulers() -> set[str]:
-    """The reports hosts where a scheduler process runs now."""
-    return {name for name in OTHER_APP_WORKERS if host(name).run("pgrep -f %s", _SCHEDULER).rc == 0}
-
-
-def ticks_sent(name: str, since: float) -> list[float]:
-    """When NAME's scheduler sent tick, since SINCE (the hosts share the controller's clock)."""
-    out = (
-        host(name)
-        .run("journalctl --no-pager -q -o short-unix -u %s --since @%s", BEAT_UNIT, str(int(since)))
-        .stdout
-    )
-    return [t for t in (float(m) for m in _TICK_SENT.findall(out)) if t >= since]
-
-
-def assert_once_per_period(times: list[float], at_least: int) -> None:
-    """Never two ticks closer than half a period (two schedulers would be), none missed."""
-    assert len(times) >= at_least, times
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(BEAT_PERIOD / 2 <= gap <= BEAT_PERIOD * 1.5 for gap in gaps), gaps
-
-
-@contextmanager
-def schedulers_sampled() -> Iterator[list[tuple[float, set[str]]]]:
-    """The reports app's scheduler hosts sampled every second while the with-block runs."""
-    samples: list[tuple[float, set[str]]] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            samples.append((round(time.time(), 1), schedulers()))
-            done.wait(1)
-
-    thread = threading.Thread(target=sample)
-    thread.start()
-    try:
-        yield samples
-    finally:
-        done.set()
-        thread.join(timeout=60)
