@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import re
 
-from celerylab import BROKERS, FLOWERS, RUNNER, WORKERS, host, probe
+from celerylab import BROKERS, CLIENTS, FLOWERS, WORKERS, host, probe
 
-CLIENTS = RUNNER.get_hosts("clients")
 APP_CONFIG = "/etc/downloader/downloader.conf"
 TASK_QUEUE = "celery"
 USERS = {"worker": "downloader", "flower": "downloader-flower", "client": "downloader-client"}

@@ -24,9 +24,9 @@ from celerylab import (
     AMQP_PORT,
     BROKERS,
     CA_FILE,
+    CLIENTS,
     FLOWERS,
     PROJECT,
-    RUNNER,
     SAMPLE_URL,
     SECRETS,
     WEB,
@@ -36,7 +36,6 @@ from celerylab import (
     put_file,
 )
 
-CLIENTS = RUNNER.get_hosts("clients")
 EXAMPLE = PROJECT / "examples/node-client"
 ON_HOST = "/opt/node-client"
 

@@ -17,8 +17,10 @@ import uuid
 from pathlib import Path
 
 from celerylab import (
+    ALL_CLIENTS,
     AMQP_PORT,
     BROKERS,
+    CLIENTS,
     CLUSTER,
     FLOWERS,
     INVENTORY,
@@ -41,7 +43,6 @@ from celerylab import (
     worker_unit,
 )
 
-CLIENTS = RUNNER.get_hosts("clients")
 MONITORS = RUNNER.get_hosts("monitoring")
 CLIENT_SERVICE_PORT = 8080  # client1's own application server (molecule/shared/prepare.yml)
 SSH_KEY = PROJECT / ".cache/ssh/test_ed25519"
@@ -68,7 +69,7 @@ def ssh_login(name: str) -> subprocess.CompletedProcess[str]:
 def test_every_host_still_takes_an_ssh_login_on_its_own_port() -> None:
     """The firewall closed every zone, yet each host still takes a new login where Ansible logs
     in; worker2's sshd listens on 2222 only, which no firewalld service names."""
-    hosts = sorted(set(CLUSTER + CLIENTS + MONITORS))
+    hosts = sorted(set(CLUSTER + ALL_CLIENTS + MONITORS))
     assert any(ssh_endpoint(name)[1] != 22 for name in hosts), "no host of the scenario is on another port"
     for name in hosts:
         login = ssh_login(name)
@@ -83,11 +84,13 @@ def test_every_host_still_takes_an_ssh_login_on_its_own_port() -> None:
 def test_client_hosts_keep_their_own_services_and_submit_tasks() -> None:
     """A host that is only a client runs an application server of its own: the converge left
     its firewall alone (no firewalld installed there), the server still answers other hosts,
-    and the tutorial's client code submits a download from it."""
+    and the tutorial's client code submits a download from it (the downloader's client hosts;
+    test_two_apps sends the reports app's tasks from its own)."""
     assert CLIENTS, "the scenario has no client host"
-    for client in CLIENTS:
+    for client in ALL_CLIENTS:
         assert connect(WEB, client, CLIENT_SERVICE_PORT) == "open"
         assert not host(client).package("firewalld").is_installed, f"{client} got firewalld"
+    for client in CLIENTS:
         record = tutorial_download(client, f"from-client-{uuid.uuid4().hex[:6]}.bin")
         assert record["host"] in WORKERS, record
 

@@ -10,10 +10,10 @@ import uuid
 from celerylab import (
     ALL_FLOWERS,
     BROKERS,
+    CLIENTS,
     CONNECT,
     OTHER_APP_FLOWERS,
     OTHER_APP_WORKERS,
-    RUNNER,
     WEB,
     WORKERS,
     cluster_address_of,
@@ -120,7 +120,7 @@ def test_a_worker_node_reaches_the_broker_and_the_web_but_no_denied_network() ->
     web = f"{cluster_address_of(WEB)}:22"
     targets = [broker, web]
     # The scenarios with a client host deny its address to the workers (el9 has none).
-    clients = RUNNER.get_hosts("clients")
+    clients = CLIENTS
     denied = f"{cluster_address_of(clients[0])}:22" if clients else ""
     if denied:
         targets.append(denied)

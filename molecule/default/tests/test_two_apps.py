@@ -15,12 +15,13 @@ import re
 
 from celerylab import (
     BROKERS,
+    CLIENTS,
     FLOWER_PORT,
     FLOWERS,
+    OTHER_APP_CLIENTS,
     OTHER_APP_FLOWERS,
     OTHER_APP_WORKERS,
     PROJECT,
-    RUNNER,
     SECRETS,
     WORKERS,
     amqp_login,
@@ -30,6 +31,7 @@ from celerylab import (
     flower_task_state,
     host,
     http,
+    probe,
 )
 
 REPORTS_ENV = config_env("reports")
@@ -59,9 +61,10 @@ def reports_worker(index: int = 0) -> str:
     return sorted(OTHER_APP_WORKERS)[index]
 
 
-def submit(wait: float) -> list[object]:
-    """count_words and summarize sent from the reports worker host, with its configuration."""
-    result = host(reports_worker()).run(
+def submit(wait: float, on: str = "") -> list[object]:
+    """count_words and summarize sent from ON (default the first reports worker host), with
+    its configuration."""
+    result = host(on or reports_worker()).run(
         f"timeout 120 env {REPORTS_ENV} /opt/reports/venv/bin/python -c %s %s", SUBMIT, str(wait)
     )
     assert result.rc == 0, result.stdout + result.stderr
@@ -177,7 +180,7 @@ def test_an_apps_credentials_are_refused_on_another_apps_vhost() -> None:
     assert secrets.stat().st_mode & 0o777 == 0o700, oct(secrets.stat().st_mode)
     for path in secrets.iterdir():
         assert path.stat().st_mode & 0o777 == 0o600, path
-    src = RUNNER.get_hosts("clients")[0]
+    src = CLIENTS[0]
     for kind, user in {"worker": "reports", "flower": "reports-flower", "client": "reports-client"}.items():
         password = (SECRETS / "apps/reports" / f"rabbitmq_{kind}_password").read_text().split()[0]
         assert amqp_login(src, user, password, vhost="reports") == "open", user
@@ -185,6 +188,33 @@ def test_an_apps_credentials_are_refused_on_another_apps_vhost() -> None:
         assert refused.startswith("refused"), (user, refused)
     refused = amqp_login(src, "downloader", app_password(), vhost="reports")
     assert refused.startswith("refused"), refused
+
+
+def test_the_apps_client_host_sends_its_tasks_and_may_do_nothing_more() -> None:
+    """rclient1, a client host of the reports app (`cluster_app: reports` for a group under
+    `clients`): its configuration connects as the app's client user to the app's vhost and
+    sends no events; the app's own code there (its docstring's calls) gets both results, each
+    from the node of its queue; remote control (`celery -A reportsApp status`) and consuming,
+    getting, purging or deleting either queue are refused by RabbitMQ."""
+    (client,) = OTHER_APP_CLIENTS
+    config = host(client).file("/etc/reports/celeryconfig.py").content_string
+    urls = re.findall(r'"pyamqp://([^:@"]+):[^@"]*@[^/"]+/([^"?]+)"', config)
+    assert urls and set(urls) == {("reports-client", "reports")}, urls
+    assert "task_send_sent_event = False" in config and "no_declare=True" in config, config
+    assert submit(60, on=client) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
+    status = host(client).run(f"timeout 60 {REPORTS_CELERY} status")
+    said = status.stdout + status.stderr
+    assert status.rc != 0 and "ACCESS_REFUSED" in said and "reports-client" in said, said
+    for queue in ("reports.fast", "reports.slow"):
+        out = host(client).check_output(
+            f"timeout 60 env {REPORTS_ENV} /opt/reports/venv/bin/python -c %s %s reportsApp",
+            probe("task_queue_rights.py"),
+            queue,
+        )
+        refusals = json.loads(out.strip().splitlines()[-1])
+        assert set(refusals) == {"consume", "get", "purge", "delete"}, refusals
+        for what, outcome in refusals.items():
+            assert "ACCESS_REFUSED" in outcome and f"queue '{queue}'" in outcome, (what, outcome)
 
 
 def test_each_app_has_its_own_flower_and_login() -> None:

@@ -39,6 +39,10 @@ WORKERS = [name for name in ALL_WORKERS if name not in OTHER_APP_WORKERS + READM
 ALL_FLOWERS = RUNNER.get_hosts("flower")
 OTHER_APP_FLOWERS = RUNNER.get_hosts("reports_flower")
 FLOWERS = [name for name in ALL_FLOWERS if name not in OTHER_APP_FLOWERS]
+# The downloader's client hosts; ALL_CLIENTS also has another app's (group reports_clients).
+ALL_CLIENTS = RUNNER.get_hosts("clients")
+OTHER_APP_CLIENTS = RUNNER.get_hosts("reports_clients")
+CLIENTS = [name for name in ALL_CLIENTS if name not in OTHER_APP_CLIENTS]
 WEB = RUNNER.get_hosts("testhelpers")[0]
 # The brokers and every app's worker and Flower hosts (not the client and monitoring hosts).
 CLUSTER = sorted(set(BROKERS + ALL_WORKERS + ALL_FLOWERS))
