@@ -387,5 +387,8 @@ def ansible_playbook(playbook: str, *args: str) -> tuple[int, str]:
 def run_playbook(playbook: str, *args: str) -> str:
     """ansible-playbook PROJECT/PLAYBOOK ARGS; its output, after asserting that it succeeded."""
     rc, out = ansible_playbook(playbook, *args)
-    assert rc == 0, out[-6000:]
+    # A failed task's message may be far from the tail (a failed handler's, written to stderr,
+    # comes first): the failures lead the assertion's text.
+    failures = "\n".join(line for line in out.splitlines() if "FAILED!" in line or line.startswith("fatal:"))
+    assert rc == 0, f"{failures[-3000:]}\n...\n{out[-6000:]}"
     return out
