@@ -41,6 +41,7 @@ from celerylab import (
     host,
     http,
     inventory_name,
+    main_pid,
     nodes_of,
     probe,
     python,
@@ -74,10 +75,6 @@ def cluster_running_nodes(broker: str) -> set[str]:
     status = rabbitmqctl_json(broker, "cluster_status")
     assert isinstance(status, dict)
     return set(status["running_nodes"])
-
-
-def main_pid(on: str, unit: str) -> int:
-    return int(host(on).run(f"systemctl show -p MainPID --value {unit}").stdout.strip())
 
 
 def worker_units(on: str) -> list[str]:

@@ -18,6 +18,7 @@ from celerylab import (
     CLIENTS,
     FLOWER_PORT,
     FLOWERS,
+    INVENTORY,
     OTHER_APP_CLIENTS,
     OTHER_APP_FLOWERS,
     OTHER_APP_WORKERS,
@@ -31,7 +32,11 @@ from celerylab import (
     flower_task_state,
     host,
     http,
+    main_pid,
+    nodes_of,
     probe,
+    run_playbook,
+    worker_unit,
 )
 
 REPORTS_ENV = config_env("reports")
@@ -163,6 +168,23 @@ def test_each_app_runs_its_tasks_on_its_own_queues_and_workers() -> None:
         add = host(slow).run(control, "add_consumer")
         assert add.rc == 0, add.stdout + add.stderr
     assert inspect_queues(slow, REPORTS_CELERY, SLOW_NODE) == {"reports.slow"}
+    assert submit(60) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
+
+
+def test_a_rolling_restart_of_the_apps_hosts_restarts_its_nodes_and_its_tasks_run() -> None:
+    """playbooks/rolling-restart.yml limited to the reports app's worker hosts restarts each
+    one's node with the app's own module and configuration (from the host's
+    /etc/default/celeryd), waits for its ping, and restarts nothing of the downloader; the
+    app's two tasks run afterwards."""
+    units = [(name, worker_unit(name, node)) for name in sorted(OTHER_APP_WORKERS) for node in nodes_of(name)]
+    assert len(units) == 2, units
+    before = {unit: main_pid(*unit) for unit in units}
+    downloader = {(name, worker_unit(name, node)) for name in WORKERS for node in nodes_of(name)}
+    untouched = {unit: main_pid(*unit) for unit in downloader}
+    run_playbook("playbooks/rolling-restart.yml", "-i", INVENTORY, "--limit", ",".join(OTHER_APP_WORKERS))
+    after = {unit: main_pid(*unit) for unit in units}
+    assert all(0 < after[unit] != before[unit] for unit in units), (before, after)
+    assert {unit: main_pid(*unit) for unit in downloader} == untouched
     assert submit(60) == [3, {"count": 3, "total": 6, "min": 1, "max": 3}]
 
 

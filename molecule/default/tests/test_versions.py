@@ -10,7 +10,7 @@ import json
 import re
 import time
 
-from celerylab import BROKERS, INVENTORY, ansible_playbook, host, probe, run_playbook
+from celerylab import BROKERS, INVENTORY, ansible_playbook, host, main_pid, probe, run_playbook
 
 INSTALLED = (
     "dpkg-query --show --showformat='${db:Status-Status} ${Package}\\n' rabbitmq-server 'erlang-*' "
@@ -27,21 +27,21 @@ def upstream_of(version: str) -> str:
     return re.sub(r"-[^-]*$", "", re.sub(r"^[0-9]+:", "", version))
 
 
-def main_pid(broker: str) -> str:
-    return host(broker).check_output("systemctl show --property MainPID --value rabbitmq-server").strip()
+def broker_pid(broker: str) -> int:
+    return main_pid(broker, "rabbitmq-server")
 
 
 def refused_upgrade(wanted: str) -> tuple[str, str]:
     """upgrade-brokers.yml asked for WANTED: it fails saying that no broker was changed, and
     every broker keeps its package and its process. Its output with spaces collapsed, and as is."""
-    before = {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS}
+    before = {broker: (version_of(broker), broker_pid(broker)) for broker in BROKERS}
     rc, out = ansible_playbook(
         "playbooks/upgrade-brokers.yml", "-i", INVENTORY, "-e", f"rabbitmq_version={wanted}"
     )
     said = " ".join(out.split())
     assert rc != 0, out[-4000:]
     assert "No broker was changed." in said, out[-4000:]
-    assert {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS} == before
+    assert {broker: (version_of(broker), broker_pid(broker)) for broker in BROKERS} == before
     return said, out
 
 
@@ -61,7 +61,7 @@ def test_another_rabbitmq_version_stops_the_run_at_the_broker() -> None:
     """`-e rabbitmq_version=0.0.1` on a converged broker: the run fails there, naming the
     installed version and the one asked for; the package and the running broker are as before."""
     broker = BROKERS[0]
-    version, pid = version_of(broker), main_pid(broker)
+    version, pid = version_of(broker), broker_pid(broker)
     upstream = upstream_of(version)
     rc, out = ansible_playbook(
         "site.yml",
@@ -78,7 +78,7 @@ def test_another_rabbitmq_version_stops_the_run_at_the_broker() -> None:
     said = " ".join(out.split())
     assert f"runs RabbitMQ {upstream}, but rabbitmq_version is 0.0.1" in said, out[-4000:]
     assert "site.yml never upgrades or downgrades a running broker" in said, out[-4000:]
-    assert (version_of(broker), main_pid(broker)) == (version, pid)
+    assert (version_of(broker), broker_pid(broker)) == (version, pid)
 
 
 def test_upgrade_brokers_refuses_a_hop_that_rabbitmq_does_not_support() -> None:
@@ -111,14 +111,14 @@ def test_upgrade_brokers_at_the_installed_version_changes_nothing() -> None:
     """upgrade-brokers.yml with rabbitmq_version the installed version: it succeeds, says of each
     broker that it already runs that version, and restarts none; the packages stay held."""
     installed = upstream_of(version_of(BROKERS[0]))
-    before = {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS}
+    before = {broker: (version_of(broker), broker_pid(broker)) for broker in BROKERS}
     out = run_playbook(
         "playbooks/upgrade-brokers.yml", "-i", INVENTORY, "-e", f"rabbitmq_version={installed}"
     )
     said = " ".join(out.split())
     for broker in BROKERS:
         assert f"{broker} already runs RabbitMQ {installed}: nothing to do." in said, out[-4000:]
-    assert {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS} == before
+    assert {broker: (version_of(broker), broker_pid(broker)) for broker in BROKERS} == before
     for broker in BROKERS:
         assert "rabbitmq-server" in host(broker).check_output("apt-mark showhold").split()
 
@@ -134,7 +134,7 @@ def test_an_upgrade_whose_package_fails_leaves_the_broker_running_held_and_in_se
     installed = upstream_of(version)
     wanted = re.sub(r"[0-9]+$", lambda last: str(int(last.group()) + 1), installed)
     repo = probe("failing_rabbitmq_repo.sh")
-    before = {broker: (version_of(broker), main_pid(broker)) for broker in BROKERS}
+    before = {broker: (version_of(broker), broker_pid(broker)) for broker in BROKERS}
     try:
         for broker in BROKERS:
             host(broker).check_output("sh -c %s repo add %s", repo, f"{wanted}-1")
@@ -146,14 +146,14 @@ def test_an_upgrade_whose_package_fails_leaves_the_broker_running_held_and_in_se
             host(broker).run("sh -c %s repo remove", repo)
     said = " ".join(out.split())
     assert rc != 0, out[-4000:]
-    stopped = [broker for broker in BROKERS if main_pid(broker) != before[broker][1]]
+    stopped = [broker for broker in BROKERS if broker_pid(broker) != before[broker][1]]
     assert len(stopped) == 1, (stopped, out[-4000:])
     broker = stopped[0]
     assert f"was not upgraded to {wanted}" in said, out[-4000:]
     assert f"install 'rabbitmq-server={wanted}-1'' failed" in said, out[-4000:]
     assert "/usr/bin/dpkg returned an error code (1)" in said, out[-4000:]
     assert "Its packages are held at the version now installed" in said, out[-4000:]
-    assert {b: (version_of(b), main_pid(b)) for b in BROKERS if b != broker} == {
+    assert {b: (version_of(b), broker_pid(b)) for b in BROKERS if b != broker} == {
         b: before[b] for b in BROKERS if b != broker
     }
     assert version_of(broker) == version

@@ -139,6 +139,11 @@ def worker_unit(worker: str, node: str) -> str:
     return f"celery-worker-{app_of(worker)}@{node}"
 
 
+def main_pid(on: str, unit: str) -> int:
+    """The main process of UNIT on host ON (0: not running): another one after a restart."""
+    return int(host(on).run(f"systemctl show -p MainPID --value {unit}").stdout.strip())
+
+
 def flower_unit(flower: str) -> str:
     """The systemd unit of the Flower host FLOWER: its app's."""
     return f"flower-{app_of(flower)}"
