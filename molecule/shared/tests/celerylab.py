@@ -393,7 +393,10 @@ def run_playbook(playbook: str, *args: str) -> str:
     """ansible-playbook PROJECT/PLAYBOOK ARGS; its output, after asserting that it succeeded."""
     rc, out = ansible_playbook(playbook, *args)
     # A failed task's message may be far from the tail (a failed handler's, written to stderr,
-    # comes first): the failures lead the assertion's text.
-    failures = "\n".join(line for line in out.splitlines() if "FAILED!" in line or line.startswith("fatal:"))
+    # comes first): the failures, each with the lines of its message, lead the assertion's text.
+    lines = out.splitlines()
+    failures = "\n".join(
+        "\n".join(lines[i : i + 12]) for i, line in enumerate(lines) if line.startswith("fatal:")
+    )
     assert rc == 0, f"{failures[-3000:]}\n...\n{out[-6000:]}"
     return out
