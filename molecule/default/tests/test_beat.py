@@ -8,6 +8,7 @@ host is back it waits.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import threading
@@ -257,7 +258,52 @@ def test_a_holder_cut_off_from_the_broker_stops_its_scheduler_before_another_sta
     # Its worker node serves again: reconnected, or started again by systemd once when the
     # broker still held the node's remote-control queue for the lost connection
     # (RESOURCE_LOCKED), which is what the next tests would otherwise meet.
+    wait_until_its_nodes_answer(holder)
+
+
+def wait_until_its_nodes_answer(name: str) -> None:
     ping = f"env {REPORTS_ENV} /opt/reports/venv/bin/celery -A reportsApp inspect ping --timeout 5 -d"
-    for node in nodes_of(holder):
-        name = f"{node}@{short(holder)}"
-        wait_for(f"{name} answers", lambda n=name: host(holder).run(f"{ping} {n}").rc == 0, 120)
+    for node in nodes_of(name):
+        node_name = f"{node}@{short(name)}"
+        wait_for(f"{node_name} answers", lambda n=node_name: host(name).run(f"{ping} {n}").rc == 0, 120)
+
+
+def test_removing_the_holder_stops_its_scheduler_and_the_other_host_takes_over() -> None:
+    """The lock holder removed as remove-worker.yml's refusal says to: the other reports host
+    first given every queue of the app (celery_worker_queues [], site.yml limited to it), then
+    remove-worker.yml --limit the holder stops and disables the holder's node and its
+    scheduler unit; the other host's scheduler takes the lock (never two at once) and sends
+    tick once per period, and its node runs them. site.yml with the scenario's settings then
+    puts both hosts back as they were, and one scheduler runs again."""
+    holder = the_holder()
+    (other,) = [name for name in OTHER_APP_WORKERS if name != holder]
+    # For every host of the run: site.yml is limited to `other`, and remove-worker reads it for
+    # its check that a queue keeps a consumer, which `other` now is for both.
+    every_queue = ("-e", json.dumps({"celery_worker_queues": []}))
+    tags = ("--tags", "celery_app,celery_worker")
+    run_playbook("site.yml", "-i", INVENTORY, "--limit", other, *tags, *every_queue)
+    try:
+        removed_at = time.time()
+        run_playbook("playbooks/remove-worker.yml", "-i", INVENTORY, "--limit", holder, *every_queue)
+        units = [UNIT] + [worker_unit(holder, node) for node in nodes_of(holder)]
+        for unit in units:
+            assert not host(holder).service(unit).is_running, unit
+            assert not host(holder).service(unit).is_enabled, unit
+        until_only(other, removed_at)
+        taken_at = time.time()
+        time.sleep(PERIOD * 3.5)
+        assert_once_per_period(sent(other, taken_at), 3)
+        ran = host(other).run(
+            "journalctl --no-pager -q --since @%s -u %s -g %s",
+            str(int(taken_at)),
+            worker_unit(other, nodes_of(other)[0]),
+            r"reportsApp.tick\[.*\] succeeded",
+        )
+        assert ran.stdout.strip(), f"{other} ran no tick"
+    finally:
+        run_playbook("site.yml", "-i", INVENTORY, "--limit", f"{holder},{other}", *tags)
+    assert host(holder).service(UNIT).is_enabled and host(holder).service(UNIT).is_running
+    wait_until_its_nodes_answer(holder)
+    # Both scheduler units restarted (the other host's settings changed back): one of them
+    # takes the lock again.
+    wait_for("one scheduler runs again", lambda: len(schedulers()) == 1, 90)
